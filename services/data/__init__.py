@@ -1,0 +1,1 @@
+"""Bundled sample data for the reference stack (``merged.jsonl``) and its generator."""

@@ -1,0 +1,214 @@
+"""`supervise`: argv → calls → exit codes. No logic of its own.
+
+Client commands import only `supervisor.client` (standard library), so `supervise status`
+answers without paying for pydantic or anyio; `run` and `check` import the rest lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_NO_SUPERVISOR = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supervise",
+        description="Start MCP tool servers and agents in order, with each model's runtime "
+        "config injected; restart exactly what a change affects; leave nothing behind.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("-c", "--config", type=Path, metavar="FILE",
+                             help="stack file (default: supervise.toml, pyproject.toml "
+                             "[tool.supervise] or Procfile in the current directory)")
+        return command
+
+    run = add("run", "run the stack in the foreground")
+    run.add_argument("--model", action="append", default=[], metavar="M",
+                     help="run only this model's units (and global ones); repeatable")
+    run.add_argument("--log-format", choices=["text", "json"], default=None)
+    add("check", "validate the stack and print the plan")
+
+    status = add("status", "units, states, pids, ports, restarts, ready, cpu, rss")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("unit", nargs="?", help="one unit only")
+
+    set_ = add("set", "change a model's runtime config; wait until restarted units are ready")
+    set_.add_argument("model")
+    set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    set_.add_argument("--unset", action="append", default=[], metavar="KEY")
+    set_.add_argument("--no-wait", action="store_true")
+    set_.add_argument("--timeout", type=float, default=None, metavar="S")
+
+    launch = add("launch", "start a new model's units at runtime; prints their ports as JSON")
+    launch.add_argument("model")
+    launch.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    launch.add_argument("--timeout", type=float, default=None, metavar="S")
+
+    drop = add("drop", "stop and forget a model's units")
+    drop.add_argument("model")
+
+    for verb in ("restart", "stop", "start"):
+        command = add(verb, f"{verb} one unit")
+        command.add_argument("unit")
+    add("reload", "re-read the stack file (same as SIGHUP)")
+    logs = add("logs", "recent and live output")
+    logs.add_argument("unit", nargs="?")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=100)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check":
+        return _check(args)
+    return _client_command(args)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from supervisor.config.load import load_stack
+
+    return load_stack(args.config, os.environ)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from supervisor.errors import ConfigError
+    from supervisor.review import review_stack
+
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_CONFIG
+    review = review_stack(loaded)
+    if review.problems:
+        _print_problems(ConfigError(review.problems))
+        return EXIT_CONFIG
+    print("\n".join(review.lines))
+    for warning in review.warnings:
+        print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def _print_problems(exc: Exception) -> None:
+    problems = getattr(exc, "problems", None) or [exc]
+    print(f"supervise: {len(problems)} error(s) in the stack:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from supervisor.errors import ConfigError
+    from supervisor.output import Printer
+    from supervisor.review import review_stack
+    from supervisor.runtime.control import LiveSupervisor
+
+    try:
+        loaded = _load(args)
+        review = review_stack(loaded, args.model)
+        if review.problems:
+            raise ConfigError(review.problems)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_CONFIG
+    printer = Printer(args.log_format or loaded.stack.supervise.log_format)
+    for warning in review.warnings:
+        printer.note(f"warning: {warning}")
+    supervisor = LiveSupervisor(loaded, printer, only_models=args.model)
+    code = EXIT_FAILED
+    try:
+        code = anyio.run(supervisor.run)
+    except* ConfigError as group:
+        for exc in group.exceptions:
+            _print_problems(exc)
+        code = EXIT_CONFIG
+    except* KeyboardInterrupt:
+        code = 130
+    return code
+
+
+def _pairs(items: Sequence[str]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"supervise: expected KEY=VALUE, got {item!r}")
+        keys[key] = value
+    return keys
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from supervisor import client
+
+    socket_path = None
+    if args.config is not None:
+        socket_path = client.socket_from_stack_file(args.config)
+    try:
+        api = client.Client(socket_path)
+        return _dispatch(api, args)
+    except client.NoSupervisorError as exc:
+        print(f"supervise: {exc}", file=sys.stderr)
+        return EXIT_NO_SUPERVISOR
+    except client.ClientError as exc:
+        print(f"supervise: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if exc.code == "invalid_config" else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(api: Any, args: argparse.Namespace) -> int:
+    from supervisor import client
+
+    command = args.command
+    if command == "status":
+        answer = api.status(args.unit)
+        if args.json:
+            print(json.dumps(answer, indent=2))
+        else:
+            print(client.format_status(answer))
+        return EXIT_OK
+    if command == "set":
+        answer = api.set(args.model, _pairs(args.pairs), unset=args.unset,
+                         wait=not args.no_wait, timeout=args.timeout)
+        print(client.format_change(answer))
+        return EXIT_FAILED if answer.get("failed") else EXIT_OK
+    if command == "launch":
+        answer = api.launch(args.model, _pairs(args.pairs), timeout=args.timeout)
+        print(json.dumps(answer, indent=2))
+        return EXIT_FAILED if answer.get("failed") else EXIT_OK
+    if command == "drop":
+        print(client.format_change(api.drop(args.model)))
+        return EXIT_OK
+    if command in ("restart", "stop", "start"):
+        answer = getattr(api, command)(args.unit)
+        print(answer.get("message", ""))
+        return EXIT_FAILED if answer.get("failed") else EXIT_OK
+    if command == "reload":
+        print(client.format_change(api.reload()))
+        return EXIT_OK
+    if command == "logs":
+        for record in api.logs(args.unit, lines=args.lines, follow=args.follow):
+            print(client.format_log(record), flush=args.follow)
+        return EXIT_OK
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""Find, read and validate a stack: `supervise.toml`, `[tool.supervise]` in pyproject.toml,
+or a bare Procfile; plus its env files. Pure apart from reading the files it is given.
+
+Every problem found is collected and raised together as one `ConfigError`, each naming
+the file, the key path and the value.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from supervisor.config.interpolate import TemplateSyntaxError, interpolate
+from supervisor.config.model import Stack
+from supervisor.config.procfile import BASE_PORT, parse_procfile
+from supervisor.errors import ConfigError, Problem
+
+STACK_FILE = "supervise.toml"
+PYPROJECT = "pyproject.toml"
+PROCFILE = "Procfile"
+DEFAULT_ENV_FILE = ".env"
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    """A validated stack and everything read alongside it."""
+
+    file: Path
+    stack: Stack
+    # Env files merged, then the supervisor's own environment on top: what `${VAR}` reads.
+    env_files: Mapping[str, str]
+    environ: Mapping[str, str]
+    watched: tuple[Path, ...] = field(default=())
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    @property
+    def variables(self) -> dict[str, str]:
+        return {**self.env_files, **self.environ}
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def find_stack_file(directory: Path) -> Path:
+    """The stack file of `directory`: supervise.toml, a pyproject.toml with
+    [tool.supervise], or a Procfile, in that order.
+
+    Raises:
+        ConfigError: none of them is there.
+    """
+    candidate = directory / STACK_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = directory / PYPROJECT
+    if pyproject.is_file():
+        try:
+            if "supervise" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+                return pyproject
+        except (OSError, tomllib.TOMLDecodeError):
+            return pyproject  # let load_stack report what is wrong with it
+    procfile = directory / PROCFILE
+    if procfile.is_file():
+        return procfile
+    raise ConfigError(
+        [Problem(str(directory), "", f"no {STACK_FILE}, [tool.supervise] in {PYPROJECT}, "
+                 f"or {PROCFILE} here; pass -c FILE")]
+    )
+
+
+def load_stack(file: Path | None, environ: Mapping[str, str]) -> LoadedStack:
+    """Read and validate a stack.
+
+    Args:
+        file: the stack file; None looks in the current directory.
+        environ: the supervisor's own environment (never modified).
+
+    Returns:
+        The validated stack.
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    path = (file if file is not None else find_stack_file(Path.cwd())).absolute()
+    name = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([Problem(name, "", f"cannot read: {exc.strerror}")]) from exc
+
+    problems: list[Problem] = []
+    raw: dict[str, Any]
+    if path.suffix == ".toml":
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([Problem(name, "", f"invalid TOML: {exc}")]) from exc
+        if path.name == PYPROJECT:
+            tool = document.get("tool", {})
+            if "supervise" not in tool:
+                raise ConfigError([Problem(name, "", "no [tool.supervise] table")])
+            raw = tool["supervise"]
+        else:
+            raw = document
+    else:
+        base_port = _procfile_base_port(environ, name)
+        raw, problems = parse_procfile(text, name, base_port)
+
+    try:
+        stack = Stack.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc, name, raw))
+        raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+
+    env_files, watched, env_problems = _read_env_files(stack, path)
+    if env_problems:
+        raise ConfigError(env_problems)
+    loaded = LoadedStack(path, stack, env_files, dict(environ), (path, *watched))
+    _check_templates(loaded)
+    return loaded
+
+
+def _procfile_base_port(environ: Mapping[str, str], name: str) -> int:
+    value = environ.get("PORT", "").strip()
+    if not value:
+        return BASE_PORT
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError([Problem(name, "PORT", f"environment PORT {value!r} is not a port")])
+    return int(value)
+
+
+def _read_env_files(stack: Stack, path: Path) -> tuple[dict[str, str], list[Path], list[Problem]]:
+    from dotenv import dotenv_values  # python-dotenv, brought by pydantic-settings
+
+    explicit = stack.supervise.env_files is not None
+    names = stack.supervise.env_files if explicit else [DEFAULT_ENV_FILE]
+    merged: dict[str, str] = {}
+    watched: list[Path] = []
+    problems: list[Problem] = []
+    for index, entry in enumerate(names or []):
+        env_path = Path(entry).expanduser()
+        env_path = env_path if env_path.is_absolute() else path.parent / env_path
+        watched.append(env_path)
+        if not env_path.is_file():
+            if explicit:
+                problems.append(
+                    Problem(str(path), f"supervise.env_files[{index}]",
+                            f"env file {str(env_path)!r} does not exist")
+                )
+            continue
+        for key, value in dotenv_values(env_path, interpolate=False).items():
+            merged[key] = "" if value is None else value
+    return merged, watched, problems
+
+
+def _problems_from(exc: ValidationError, file: str, raw: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"]]
+        value = error.get("input")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif not isinstance(value, dict):
+            message = f"{message} (got {value!r})"
+        problems.append(Problem(file, ".".join(location), message))
+    return problems
+
+
+def _check_templates(loaded: LoadedStack) -> None:
+    """Syntax of every template, and `${VAR}` in the settings, before anything starts."""
+    name = str(loaded.file)
+    problems: list[Problem] = []
+    stack = loaded.stack
+
+    def check(where: str, template: str) -> None:
+        try:
+            interpolate(template, lambda _name: "")
+        except TemplateSyntaxError as exc:
+            problems.append(Problem(name, where, str(exc)))
+
+    for key, value in stack.env.items():
+        check(f"env.{key}", value)
+    for pname, process in stack.processes.items():
+        commands = [process.command] if isinstance(process.command, str) else process.command
+        for command in commands:
+            check(f"processes.{pname}.command", command)
+        for key, value in process.env.items():
+            check(f"processes.{pname}.env.{key}", value)
+        if process.ready is not None:
+            for kind in ("tcp", "http", "exec"):
+                value = getattr(process.ready, kind)
+                for item in [value] if isinstance(value, str) else value or []:
+                    check(f"processes.{pname}.ready.{kind}", item)
+    for field_name in ("http", "control_socket"):
+        value = getattr(stack.supervise, field_name)
+        if value is None:
+            continue
+        try:
+            interpolate(value, loaded.variables.get)
+        except TemplateSyntaxError as exc:
+            problems.append(Problem(name, f"supervise.{field_name}", str(exc)))
+        except KeyError as exc:
+            problems.append(
+                Problem(name, f"supervise.{field_name}", f"unresolved reference ${{{exc.args[0]}}}")
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+def settings_value(loaded: LoadedStack, field_name: str) -> str | None:
+    """A `[supervise]` string with `${VAR}` rendered (checked at load, so it resolves)."""
+    value = getattr(loaded.stack.supervise, field_name)
+    if value is None:
+        return None
+    return interpolate(str(value), loaded.variables.get)

@@ -1,0 +1,211 @@
+"""The stack file as pydantic models: the declarative shape, defaults and per-field rules.
+
+Unknown keys are errors everywhere (`extra="forbid"`); nothing is coerced silently except
+numbers given where an environment value (a string) is expected. Rules that need more
+than one table (dependency names, cycles) live in `supervisor.plan`.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+# Model names, process names and signatures: what may safely become a path component.
+NAME_RULE = "letters, digits, '.', '_' or '-', at most 64 characters, not '.' or '..'"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ENV_KEY_RULE = "an environment variable name (letters, digits, '_', not starting with a digit)"
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Process names appear in `${OTHER.port}`, so no '.' and no '/'.
+_PROCESS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Defaults, each named once.
+DEFAULT_SHUTDOWN_TIMEOUT = 25.0  # the whole graceful stop; Render allows 30 s
+DEFAULT_STOP_TIMEOUT = 10.0  # one unit: stop signal → SIGKILL of what is left
+DEFAULT_START_SECONDS = 1.0  # a unit without a probe is ready once it survived this long
+DEFAULT_PROBE_INTERVAL = 0.1  # between readiness attempts
+DEFAULT_PROBE_TIMEOUT = 1.0  # one readiness attempt
+DEFAULT_PROBE_WITHIN = 60.0  # not ready by then: a failed start
+DEFAULT_MAX_FAILURES = 5  # more failures than this inside the window: the unit is failed
+DEFAULT_FAILURE_WINDOW = 60.0
+DEFAULT_BACKOFF_INITIAL = 0.5  # first restart delay, doubled per recent failure
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_COALESCE = 0.05  # runtime-config changes inside this window make one restart
+
+
+def is_safe_name(value: str) -> bool:
+    return bool(_SAFE_NAME.match(value)) and value not in {".", ".."}
+
+
+def is_env_key(value: str) -> bool:
+    return bool(_ENV_KEY.match(value))
+
+
+def _scalar_to_str(value: object) -> object:
+    # TOML numbers are fine as environment values; booleans and tables are not.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+EnvKey = Annotated[str, StringConstraints(pattern=_ENV_KEY.pattern)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Condition = Literal["started", "ready", "completed"]
+
+
+class Probe(_Strict):
+    """How a unit proves it is ready; exactly one kind per probe."""
+
+    tcp: Annotated[str, BeforeValidator(_scalar_to_str)] | None = None
+    http: str | None = None
+    exec: str | list[str] | None = None
+    log: str | None = None
+    notify: bool | None = None
+    interval: float = Field(DEFAULT_PROBE_INTERVAL, gt=0)
+    timeout: float = Field(DEFAULT_PROBE_TIMEOUT, gt=0)
+    within: float = Field(DEFAULT_PROBE_WITHIN, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Probe:
+        kinds = [k for k in ("tcp", "http", "exec", "log", "notify") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a probe needs exactly one of tcp, http, exec, log, notify"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
+        return self
+
+    @field_validator("log")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("tcp", "http", "exec", "log", "notify") if getattr(self, k))
+
+
+class Process(_Strict):
+    """One `[processes.NAME]` table."""
+
+    command: str | list[str]
+    per_model: bool = False
+    oneshot: bool = False
+    port: Literal["auto"] | Annotated[int, Field(ge=1, le=65535)] | None = None
+    inject: list[EnvKey] = []
+    publishes: list[EnvKey] = []
+    depends_on: dict[str, Condition] = {}
+    ready: Probe | None = None
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    env: dict[EnvKey, EnvValue] = {}
+    cwd: str | None = None
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = Field(DEFAULT_STOP_TIMEOUT, ge=0)
+    start_seconds: float = Field(DEFAULT_START_SECONDS, ge=0)
+    required: bool = True
+    shell: bool = False
+    max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=0)
+    failure_window: float = Field(DEFAULT_FAILURE_WINDOW, gt=0)
+    backoff_initial: float = Field(DEFAULT_BACKOFF_INITIAL, ge=0)
+    backoff_max: float = Field(DEFAULT_BACKOFF_MAX, ge=0)
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if (isinstance(value, str) and not value.strip()) or (
+            isinstance(value, list) and not value
+        ):
+            raise ValueError("command is empty")
+        return value
+
+    @field_validator("stop_signal")
+    @classmethod
+    def _signal(cls, value: str) -> str:
+        name = value.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if not isinstance(getattr(signal, name, None), signal.Signals):
+            raise ValueError(f"unknown signal {value!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _oneshot_rules(self) -> Process:
+        if self.oneshot and self.ready is not None:
+            raise ValueError("a oneshot completes; it takes no ready probe")
+        return self
+
+
+class Settings(_Strict):
+    """The `[supervise]` table."""
+
+    shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
+    control_socket: str = ".supervise/control.sock"
+    http: str | None = None
+    env_files: list[str] | None = None
+    log_format: Literal["text", "json"] = "text"
+    coalesce: float = Field(DEFAULT_COALESCE, ge=0)
+
+    @field_validator("http")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None or "${" in value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+
+class Stack(_Strict):
+    """A whole stack file."""
+
+    supervise: Settings = Settings()
+    env: dict[EnvKey, EnvValue] = {}
+    models: dict[str, dict[EnvKey, EnvValue]] = {}
+    processes: dict[str, Process] = {}
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for name, keys in value.items():
+            if not is_safe_name(name):
+                raise ValueError(f"model name {name!r} is invalid: {NAME_RULE}")
+            signature = keys.get("SIGNATURE")
+            if signature is not None and not is_safe_name(signature):
+                raise ValueError(
+                    f"models.{name}.SIGNATURE {signature!r} is invalid: {NAME_RULE}"
+                )
+        return value
+
+    @field_validator("processes")
+    @classmethod
+    def _process_names(cls, value: dict[str, Process]) -> dict[str, Process]:
+        for name in value:
+            if not _PROCESS_NAME.match(name):
+                raise ValueError(
+                    f"process name {name!r} is invalid: letters, digits, '_' or '-', "
+                    "at most 64 characters"
+                )
+        return value

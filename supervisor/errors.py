@@ -1,0 +1,55 @@
+"""Exceptions, one per failure mode; each message is built from its fields and names the
+file, key, unit or value at fault."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stack: where (file, key path or line) and what."""
+
+    file: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        location = f"{self.file}: {self.where}" if self.where else self.file
+        return f"{location}: {self.message}"
+
+
+class SuperviseError(Exception):
+    """Base of every error the supervisor reports to a user."""
+
+
+class ConfigError(SuperviseError):
+    """A stack that cannot run; carries every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class UnresolvedReference(SuperviseError):
+    """An interpolation named something that does not exist (never rendered as '')."""
+
+    def __init__(self, unit: str, field: str, name: str) -> None:
+        self.unit, self.field, self.name = unit, field, name
+        super().__init__(f"{unit}: {field}: unresolved reference ${{{name}}}")
+
+
+class MissingModelKey(SuperviseError):
+    """A unit needs a model key that no source has provided yet: it waits, it does not fail."""
+
+    def __init__(self, model: str, key: str) -> None:
+        self.model, self.key = model, key
+        super().__init__(f"waiting for {model} {key}")
+
+
+class InvalidValue(SuperviseError):
+    """A name or value that breaks the rules (model names, signatures, env keys)."""
+
+    def __init__(self, what: str, value: str, rule: str) -> None:
+        self.what, self.value, self.rule = what, value, rule
+        super().__init__(f"{what} {value!r} is invalid: {rule}")

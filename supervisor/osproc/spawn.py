@@ -1,0 +1,148 @@
+"""Spawning units: own session, parent-death signal, drained pipes; and the one reaper.
+
+Invariants:
+- Every child is the leader of a new session, so its pgid and sid equal its pid, known
+  before it can exit: nobody ever calls `getpgid()` after the reap.
+- The child asks the kernel (PR_SET_PDEATHSIG) for SIGKILL when the thread that forked it
+  exits, so spawning happens on the event-loop thread, never in a worker thread.
+- The supervisor is a child subreaper and the only caller of `waitpid`: a single `Reaper`
+  collects every child — its own and orphans it adopted — so it is a correct PID 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+
+
+class SpawnError(OSError):
+    """The command could not be executed at all (not found, not executable, bad cwd)."""
+
+    def __init__(self, argv: Sequence[str], cwd: str, exc: OSError) -> None:
+        self.argv, self.cwd = tuple(argv), cwd
+        detail = exc.strerror or str(exc)
+        target = exc.filename if exc.filename else (argv[0] if argv else "")
+        super().__init__(exc.errno or errno.EIO, f"cannot execute {target!r}: {detail}")
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants, so they are reaped here and found at stop."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@dataclass(eq=False)
+class Child:
+    """A spawned process, its output pipes, and its exit once reaped."""
+
+    pid: int
+    stdout: int
+    stderr: int
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    returncode: int | None = None  # negative: killed by that signal
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else f"exited {self.returncode}"
+        return f"<Child pid {self.pid} {state}>"
+
+
+def spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    *,
+    reaper: Reaper,
+    pass_fds: Sequence[int] = (),
+) -> Child:
+    """Start `argv` in a new session with pipes for stdout/stderr and /dev/null for stdin.
+
+    Raises:
+        SpawnError: the command could not be executed.
+    """
+    parent = os.getpid()
+
+    def in_child() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=in_child,
+            close_fds=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as exc:
+        os.close(out_r)
+        os.close(err_r)
+        raise SpawnError(argv, cwd, exc) from exc
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    # The Popen object is dropped: the Reaper alone waits, and `returncode` is set so
+    # subprocess never tries to collect this pid itself.
+    popen.returncode = 0
+    os.set_blocking(out_r, False)
+    os.set_blocking(err_r, False)
+    child = Child(popen.pid, out_r, err_r)
+    reaper.watch(child)
+    return child
+
+
+class Reaper:
+    """Collects every exited child of this process on SIGCHLD and wakes its watcher."""
+
+    def __init__(self) -> None:
+        self._children: dict[int, Child] = {}
+        self._wake = anyio.Event()
+
+    def watch(self, child: Child) -> None:
+        self._children[child.pid] = child
+        self._wake.set()  # the exit may have been signalled before the watch
+
+    async def run(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
+            self.reap()
+            async for _ in signals:
+                self.reap()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self._children.pop(pid, None)
+            if child is not None:
+                child.returncode = os.waitstatus_to_exitcode(status)
+                child.exited.set()
+
+
+def spawn_plain(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """A helper process of the supervisor's own (the guard): no parent-death signal, its
+    own session so a terminal's Ctrl-C does not reach it, stdin a pipe from here."""
+    return subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, env=dict(env), start_new_session=True, close_fds=True
+    )

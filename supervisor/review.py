@@ -1,0 +1,130 @@
+"""`supervise check`: every problem of a stack before anything starts, and the plan in
+words. Pure: ports marked "auto" are shown as such, not allocated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from supervisor.config.load import LoadedStack
+from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
+from supervisor.plan import (
+    RenderContext,
+    check_processes,
+    expand,
+    redact,
+    render,
+)
+
+# Stands in for an auto port while checking; never shown.
+_PLACEHOLDER_PORT = 1
+
+
+@dataclass
+class Review:
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review:
+    """Check everything that can be checked without starting anything."""
+    file = str(loaded.file)
+    stack = loaded.stack
+    result = Review()
+    result.problems.extend(check_processes(stack.processes, file))
+    only = list(only_models)
+    for name in only:
+        if name not in stack.models:
+            result.problems.append(Problem(file, "--model", f"unknown model {name!r}; "
+                                           f"the stack has {sorted(stack.models) or 'none'}"))
+    if result.problems:
+        return result
+    models = [m for m in stack.models if not only or m in only]
+    units = expand(stack.processes, models)
+    ports = {
+        name: (_PLACEHOLDER_PORT if unit.spec.port == "auto" else unit.spec.port)
+        for name, unit in units.items()
+        if unit.spec.port is not None
+    }
+    context = RenderContext(
+        base_dir=str(loaded.base_dir),
+        env_files=loaded.env_files,
+        environ=loaded.environ,
+        stack_env=stack.env,
+        processes=stack.processes,
+        model_keys={m: dict(stack.models[m]) for m in models},
+        ports={k: v for k, v in ports.items() if v is not None},
+        unit_variables={},
+    )
+    publishers: dict[str, list[str]] = {}
+    for pname, spec in stack.processes.items():
+        for key in spec.publishes:
+            publishers.setdefault(key, []).append(pname)
+    for name, unit in units.items():
+        # Keys a unit waits for are filled with placeholders one by one, so that every
+        # missing key is reported and the rest of the rendering is still checked.
+        assumed: dict[str, dict[str, str]] = {m: dict(stack.models[m]) for m in models}
+        for _ in range(64):
+            try:
+                render(unit, replace(context, model_keys=assumed))
+                break
+            except UnresolvedReference as exc:
+                result.problems.append(Problem(file, f"processes.{unit.process}", str(exc)))
+                break
+            except MissingModelKey as exc:
+                assumed.setdefault(exc.model, {})[exc.key] = "placeholder"
+                if not publishers.get(exc.key):
+                    result.warnings.append(
+                        f"{name} needs {exc.model} {exc.key}, which no [models.{exc.model}] "
+                        f"key provides and no process declares in `publishes`; it will wait "
+                        f"for it (`supervise set {exc.model} {exc.key}=...`)"
+                    )
+    result.lines = _describe(loaded, models, units)
+    return result
+
+
+def _describe(loaded: LoadedStack, models: list[str], units: dict[str, object]) -> list[str]:
+    from supervisor.plan import Unit
+
+    stack = loaded.stack
+    lines = [f"{loaded.file}: {len(models)} model(s), {len(stack.processes)} process(es), "
+             f"{len(units)} unit(s)"]
+    typed = {n: u for n, u in units.items() if isinstance(u, Unit)}
+    groups: dict[str | None, list[Unit]] = {}
+    for unit in typed.values():
+        groups.setdefault(unit.model, []).append(unit)
+    for model, members in groups.items():
+        title = "global" if model is None else f"model {model}"
+        lines.append(f"{title}: start order " + " -> ".join(u.process for u in members))
+        keys = stack.models.get(model, {}) if model is not None else {}
+        for unit in members:
+            spec = unit.spec
+            words = ["oneshot" if spec.oneshot else "service"]
+            if spec.port is not None:
+                words.append(f"port {spec.port}")
+            if unit.depends_on:
+                words.append("after " + ", ".join(f"{d} {c}" for d, c in unit.depends_on))
+            if spec.inject:
+                shown = []
+                for key in spec.inject:
+                    value = keys.get(key)
+                    publishers = [p for p, s in stack.processes.items() if key in s.publishes]
+                    if value is not None:
+                        shown.append(f"{key}={redact(key, value)}")
+                    elif publishers:
+                        shown.append(f"{key}=<published by {', '.join(publishers)}>")
+                    else:
+                        shown.append(f"{key}=<missing>")
+                words.append("inject " + ", ".join(shown))
+            if spec.ready is not None:
+                words.append(f"ready by {spec.ready.kind}")
+            if not spec.required:
+                words.append("not required")
+            lines.append(f"  {unit.name}: " + "; ".join(words))
+    return lines
+
+
+def raise_for_problems(review: Review) -> None:
+    if review.problems:
+        raise ConfigError(review.problems)

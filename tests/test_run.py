@@ -1,0 +1,380 @@
+"""`supervise run` with real processes: gating, injection, lifecycle, trees, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.helpers import PY, SVC, Run, cli, pid_alive, wait_until, write_stack
+
+TWO_MODELS = f"""
+[models.alpha]
+MARKET = "us"
+API_TOKEN = "tok-alpha-secret"
+[models.beta]
+MARKET = "cn"
+
+[processes.init]
+per_model = true
+oneshot = true
+command = ["{PY}", "{SVC}", "--publish", "SIGNATURE=${{model}}-v1", "--sleep", "0.3"]
+publishes = ["SIGNATURE"]
+
+[processes.trade]
+per_model = true
+command = ["{PY}", "{SVC}", "--dump", "{{out}}", "--listen"]
+port = "auto"
+inject = ["SIGNATURE", "MARKET"]
+depends_on = {{ init = "completed" }}
+ready = {{ tcp = "${{port}}" }}
+
+[processes.agent]
+per_model = true
+command = ["{PY}", "{SVC}", "--dump", "{{out}}"]
+inject = ["SIGNATURE"]
+depends_on = {{ trade = "ready" }}
+env = {{ TRADE_URL = "http://127.0.0.1:${{trade.port}}/mcp" }}
+"""
+
+
+def dumped(out: Path, unit: str) -> dict[str, str]:
+    path = out / f"{unit.replace('/', '@')}.json"
+    wait_until(path.exists, f"{path.name} written")
+    result: dict[str, str] = json.loads(path.read_text())
+    return result
+
+
+def test_each_models_servers_start_after_its_init_published_with_only_its_own_keys(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path, TWO_MODELS.replace("{out}", str(out)))
+    run = Run(stack)
+    try:
+        for model in ("alpha", "beta"):
+            run.event(f"{model}/agent", "running", ready=True)
+        records = run.records
+        for model in ("alpha", "beta"):
+            init_done = records.index(run.event(f"{model}/init", "exited"))
+            trade_start = records.index(run.event(f"{model}/trade", "starting"))
+            trade_ready = records.index(run.event(f"{model}/trade", "running", ready=True))
+            agent_start = records.index(run.event(f"{model}/agent", "starting"))
+            assert init_done < trade_start < trade_ready < agent_start
+            pending = run.event(f"{model}/trade", "pending")
+            assert pending["reason"] == f"waiting for {model}/init to complete"
+
+        alpha, beta = dumped(out, "alpha/trade"), dumped(out, "beta/trade")
+        assert (alpha["SIGNATURE"], alpha["MARKET"]) == ("alpha-v1", "us")
+        assert (beta["SIGNATURE"], beta["MARKET"]) == ("beta-v1", "cn")
+        assert alpha["SUPERVISE_MODEL"] == "alpha" and alpha["SUPERVISE_UNIT"] == "alpha/trade"
+        assert "API_TOKEN" not in alpha  # not injected, so not given
+        assert not any("alpha" in v for k, v in beta.items() if k != "SUPERVISE_TEST_TOKEN")
+        agent = dumped(out, "beta/agent")
+        assert agent["TRADE_URL"] == f"http://127.0.0.1:{beta['PORT']}/mcp"
+        assert "MARKET" not in agent
+        assert Path(alpha["SUPERVISE_ENV"]).parent.stat().st_mode & 0o777 == 0o700
+        assert os.stat(alpha["SUPERVISE_ENV"]).st_mode & 0o777 == 0o600
+    finally:
+        assert run.stop() == 0
+    # Stop reverses the start order within each model.
+    stops = [r["unit"] for r in run.events() if r["event"] == "stopped"]
+    for model in ("alpha", "beta"):
+        assert stops.index(f"{model}/agent") < stops.index(f"{model}/trade")
+
+
+def test_unit_whose_injected_key_has_no_source_never_starts(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[models.alpha]
+MARKET = "us"
+[processes.trade]
+per_model = true
+command = ["{PY}", "{SVC}", "--sleep", "60"]
+inject = ["SIGNATURE"]
+[processes.other]
+command = ["{PY}", "{SVC}", "--sleep", "60"]
+""")
+    run = Run(stack)
+    try:
+        pending = run.event("alpha/trade", "pending")
+        assert pending["reason"] == "waiting for alpha SIGNATURE"
+        run.event("other", "running", ready=True)
+        assert not [r for r in run.events("alpha/trade") if r["event"] == "starting"]
+        assert any("alpha/trade needs alpha SIGNATURE" in r.get("line", "") for r in run.records)
+    finally:
+        assert run.stop() == 0
+
+
+def test_exit_78_fails_at_once_with_the_last_stderr_line_and_stops_the_stack(
+    tmp_path: Path,
+) -> None:
+    stack = write_stack(tmp_path, f"""
+[processes.trade]
+command = ["{PY}", "{SVC}", "--stderr", "trade: SIGNATURE environment variable is not set",
+           "--sleep", "0", "--exit", "78"]
+[processes.math]
+command = ["{PY}", "{SVC}", "--sleep", "60"]
+""")
+    run = Run(stack)
+    failed = run.event("trade", "failed")
+    assert failed["reason"] == "trade: SIGNATURE environment variable is not set"
+    assert failed["exit_code"] == 78
+    assert run.wait() == 1
+    assert not [r for r in run.events("trade") if r["event"] == "backoff"]
+
+
+def test_crash_loop_backs_off_then_fails(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[processes.crashy]
+command = ["{PY}", "{SVC}", "--sleep", "0", "--exit", "3"]
+backoff_initial = 0.05
+max_failures = 3
+""")
+    run = Run(stack)
+    failed = run.event("crashy", "failed")
+    assert failed["reason"].startswith("4 failures within 60 s; last: exited 3")
+    delays = [float(r["reason"].split("restarting in ")[1].split(" s")[0])
+              for r in run.events("crashy") if r["event"] == "backoff"]
+    assert len(delays) == 3
+    assert delays[0] < delays[1] < delays[2]  # doubling beats ±20 % jitter
+    assert run.wait() == 1
+
+
+def test_optional_unit_failure_keeps_the_rest_running(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[processes.flaky]
+command = ["{PY}", "{SVC}", "--sleep", "0", "--exit", "1"]
+restart = "never"
+required = false
+[processes.needs_flaky]
+command = ["{PY}", "{SVC}"]
+depends_on = {{ flaky = "ready" }}
+[processes.steady]
+command = ["{PY}", "{SVC}", "--sleep", "60"]
+""")
+    run = Run(stack)
+    try:
+        run.event("flaky", "failed")
+        run.event("steady", "running", ready=True)
+        pending = run.event("needs_flaky", "pending", timeout=5)
+        wait_until(lambda: any(r.get("reason") == "flaky failed"
+                               for r in run.events("needs_flaky")), "needs_flaky blocked")
+        assert run.proc.poll() is None
+    finally:
+        assert run.stop() == 0
+    assert pending
+
+
+def test_run_exits_0_when_only_finished_oneshots_are_left(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[processes.migrate]
+oneshot = true
+command = ["{PY}", "{SVC}", "--sleep", "0"]
+[processes.report]
+oneshot = true
+command = ["{PY}", "-c", "import sys; sys.stdout.write('no newline at the end')"]
+depends_on = {{ migrate = "completed" }}
+""")
+    run = Run(stack)
+    assert run.wait() == 0
+    assert "no newline at the end" in run.lines("report")
+
+
+def test_sigterm_takes_down_stubborn_trees(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path, f"""
+[processes.setsid_tree]
+command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "setsid", "--ignore-term"]
+stop_timeout = 0.5
+[processes.group_tree]
+command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group", "--ignore-term"]
+stop_timeout = 0.5
+""")
+    run = Run(stack)
+    pids = []
+    for unit in ("setsid_tree", "group_tree"):
+        run.event(unit, "running", ready=True)
+        pids.append(run.pid(unit))
+        grandchild = out / f"{unit}.grandchild"
+        wait_until(grandchild.exists, f"{unit} grandchild pid")
+        pids.append(int(grandchild.read_text()))
+    assert all(pid_alive(p) for p in pids)
+    assert run.stop() == 0
+    assert not [p for p in pids if pid_alive(p)]
+
+
+def test_sigkill_of_the_supervisor_leaves_nothing_alive(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path, f"""
+[processes.a]
+command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "setsid", "--ignore-term"]
+[processes.b]
+command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group"]
+""")
+    run = Run(stack)
+    pids = []
+    for unit in ("a", "b"):
+        run.event(unit, "running", ready=True)
+        pids.append(run.pid(unit))
+        grandchild = out / f"{unit}.grandchild"
+        wait_until(grandchild.exists, f"{unit} grandchild pid")
+        pids.append(int(grandchild.read_text()))
+    run.kill()
+    wait_until(lambda: not [p for p in pids if pid_alive(p)], "every unit and grandchild gone",
+               timeout=10)
+
+
+def test_a_30_mb_line_flood_is_drained_and_the_unit_goes_on(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[processes.flood]
+command = ["{PY}", "{SVC}", "--flood", "{30 * 1024 * 1024}", "--sleep", "60"]
+""")
+    run = Run(stack)
+    try:
+        run.line("flood", "flood done", timeout=60)
+        pieces = [line for line in run.lines("flood") if line.startswith("x")]
+        assert sum(len(p) for p in pieces) == 30 * 1024 * 1024
+        assert max(len(p) for p in pieces) <= 16 * 1024
+    finally:
+        assert run.stop() == 0
+
+
+def test_second_interrupt_forces_exit_130(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[processes.stubborn]
+command = ["{PY}", "{SVC}", "--ignore-term"]
+stop_signal = "SIGTERM"
+stop_timeout = 60
+""")
+    run = Run(stack)
+    pid = run.pid("stubborn")
+    run.event("stubborn", "running", ready=True)
+    run.signal(signal.SIGINT)
+    run.event("stubborn", "stopping")
+    run.signal(signal.SIGINT)
+    assert run.wait() == 130
+    wait_until(lambda: not pid_alive(pid), "stubborn unit gone")
+
+
+def test_secret_values_are_masked_in_output(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, f"""
+[env]
+SERVICE_PASSWORD = "hunter2-long"
+[processes.talker]
+oneshot = true
+command = ["{PY}", "-c", "import os; print('pw is', os.environ['SERVICE_PASSWORD'])"]
+""")
+    run = Run(stack)
+    assert run.wait() == 0
+    assert "pw is ***" in run.lines("talker")
+    assert "hunter2-long" not in json.dumps(run.records)
+
+
+def test_readiness_by_http_log_exec_and_notify(tmp_path: Path) -> None:
+    notify = tmp_path / "notify.py"
+    notify.write_text(
+        "import os, socket, time\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'STATUS=warming\\nREADY=1', os.environ['NOTIFY_SOCKET'])\n"
+        "time.sleep(60)\n"
+    )
+    stack = write_stack(tmp_path, f"""
+[processes.web]
+command = "{PY} -m http.server ${{port}} --bind 127.0.0.1"
+port = "auto"
+ready = {{ http = "http://127.0.0.1:${{port}}/" }}
+[processes.logger]
+command = ["{PY}", "{SVC}", "--sleep", "60"]
+ready = {{ log = "^up \\\\d+$" }}
+[processes.checked]
+command = ["{PY}", "{SVC}", "--dump", "{tmp_path}", "--sleep", "60"]
+ready = {{ exec = "test -f {tmp_path}/checked.json" }}
+[processes.notifier]
+command = ["{PY}", "{notify}"]
+ready = {{ notify = true }}
+[processes.never]
+command = ["{PY}", "{SVC}", "--sleep", "60"]
+ready = {{ log = "will not appear", within = 0.5 }}
+restart = "never"
+required = false
+""")
+    run = Run(stack)
+    try:
+        for unit in ("web", "logger", "notifier", "checked"):
+            run.event(unit, "running", ready=True)
+        failed = run.event("never", "failed")
+        assert failed["reason"] == "not ready within 0.5 s (log probe)"
+    finally:
+        assert run.stop() == 0
+
+
+def test_procfile_runs_with_honcho_ports_and_an_exit_0_tears_nothing_down(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text("GREETING=hello from dotenv\n")
+    (tmp_path / "Procfile").write_text(
+        "# a comment\n\n"
+        "web: echo \"web on $PORT $GREETING\" && exec sleep 60\n"
+        "worker: echo \"worker on $PORT\"\n"
+        "clock: echo \"clock on $PORT\" && exec sleep 60\n"
+    )
+    run = Run(tmp_path / "Procfile", env={"PORT": ""})
+    try:
+        run.line("web", "web on 5000 hello from dotenv")
+        run.line("worker", "worker on 5100")
+        run.line("clock", "clock on 5200")
+        run.event("worker", "exited")
+        run.event("web", "running", ready=True)
+        assert run.proc.poll() is None
+    finally:
+        assert run.stop() == 0
+
+
+def test_procfile_nonzero_exit_stops_everything(tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text("web: exec sleep 60\nbroken: exit 4\n")
+    run = Run(tmp_path / "Procfile")
+    run.event("broken", "failed")
+    assert run.wait() == 1
+    assert run.event("web", "stopped")
+
+
+def test_pyproject_tool_table_is_a_stack(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[tool.supervise.processes.hello]\noneshot = true\n'
+        f'command = ["{PY}", "-c", "print(42)"]\n'
+    )
+    result = cli("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "hello: oneshot" in result.stdout
+    run = Run(tmp_path / "pyproject.toml")
+    assert run.wait() == 0
+    assert run.lines("hello") == ["42"]
+
+
+def test_command_not_found_fails_with_a_clear_reason(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, "[processes.ghost]\ncommand = 'no-such-binary-xyz --flag'\n")
+    run = Run(stack)
+    failed = run.event("ghost", "failed")
+    assert "cannot execute 'no-such-binary-xyz'" in failed["reason"]
+    assert run.wait() == 1
+
+
+def test_the_supervisor_does_not_leak_its_own_unit_variables(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path, f"""
+[processes.inner]
+oneshot = true
+command = ["{PY}", "{SVC}", "--dump", "{out}", "--sleep", "0"]
+""")
+    run = Run(stack, env={"SUPERVISE_MODEL": "outer", "NOTIFY_SOCKET": "/nope"})
+    assert run.wait() == 0
+    env = dumped(out, "inner")
+    assert "SUPERVISE_MODEL" not in env and "NOTIFY_SOCKET" not in env
+    assert env["SUPERVISE_UNIT"] == "inner"
+    assert sys.executable
