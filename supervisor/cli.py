@@ -144,12 +144,16 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+class UsageError(Exception):
+    pass
+
+
 def _pairs(items: Sequence[str]) -> dict[str, str]:
     keys: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"supervise: expected KEY=VALUE, got {item!r}")
+            raise UsageError(f"expected KEY=VALUE, got {item!r}")
         keys[key] = value
     return keys
 
@@ -163,6 +167,9 @@ def _client_command(args: argparse.Namespace) -> int:
     try:
         api = client.Client(socket_path)
         return _dispatch(api, args)
+    except UsageError as exc:
+        print(f"supervise: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except client.NoSupervisorError as exc:
         print(f"supervise: {exc}", file=sys.stderr)
         return EXIT_NO_SUPERVISOR

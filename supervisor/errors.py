@@ -39,12 +39,15 @@ class UnresolvedReference(SuperviseError):
         super().__init__(f"{unit}: {field}: unresolved reference ${{{name}}}")
 
 
-class MissingModelKey(SuperviseError):
+class MissingModelKey(SuperviseError, LookupError):
     """A unit needs a model key that no source has provided yet: it waits, it does not fail."""
 
     def __init__(self, model: str, key: str) -> None:
         self.model, self.key = model, key
         super().__init__(f"waiting for {model} {key}")
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return f"waiting for {self.model} {self.key}"
 
 
 class InvalidValue(SuperviseError):

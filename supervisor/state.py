@@ -32,10 +32,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
         {State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FAILED}
     ),
     State.STOPPING: frozenset({State.STOPPING, State.STOPPED}),
-    State.STOPPED: frozenset({State.PENDING, State.STOPPED}),
+    State.STOPPED: frozenset({State.PENDING, State.STARTING, State.STOPPED}),
     State.BACKOFF: frozenset({State.PENDING, State.STARTING, State.STOPPED, State.FAILED}),
-    State.EXITED: frozenset({State.PENDING, State.STOPPED}),
-    State.FAILED: frozenset({State.PENDING, State.STOPPED}),
+    State.EXITED: frozenset({State.PENDING, State.STARTING, State.STOPPED}),
+    State.FAILED: frozenset({State.PENDING, State.STARTING, State.STOPPED}),
 }
 
 # States in which the unit has no process and will not get one by itself.
@@ -85,6 +85,9 @@ def advance(unit: str, status: Status, state: State, **changes: object) -> Statu
     fields: dict[str, object] = {"state": state, "reason": ""}
     if state is not State.RUNNING:
         fields["ready"] = False
+    if state in (State.PENDING, State.STARTING):
+        fields["pid"] = None
+        fields["exit_code"] = None
     fields.update(changes)
     return dataclasses.replace(status, **fields)  # type: ignore[arg-type]
 

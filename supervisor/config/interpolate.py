@@ -54,7 +54,8 @@ def interpolate(template: str, resolve: Callable[[str], str | None]) -> str:
     Args:
         template: the text to render.
         resolve: maps a name to its value, or None when the name has no value; it may
-            raise to say the name is an error or must be waited for.
+            raise to say the name is an error or must be waited for (a LookupError it
+            raises gives way to the reference's default, if it has one).
 
     Returns:
         The rendered text.
@@ -70,7 +71,12 @@ def interpolate(template: str, resolve: Callable[[str], str | None]) -> str:
         if body is None:
             return "$"
         name, sep, default = body.partition(":-")
-        value = resolve(name)
+        try:
+            value = resolve(name)
+        except LookupError:
+            if sep:  # a default makes a missing value fine
+                return default
+            raise
         if value is not None and (value != "" or not sep):
             return value
         if sep:

@@ -107,6 +107,8 @@ class Supervisor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._guard: Any = None
         self._subscribers: list[anyio.abc.ObjectSendStream[Event]] = []
+        self._log_subscribers: list[anyio.abc.ObjectSendStream[LogRecord]] = []
+        self._exit_callbacks: list[Callable[[], None]] = []
         self._log_patterns: dict[str, re.Pattern[str]] = {}
         self._build_units()
 
@@ -192,11 +194,7 @@ class Supervisor:
         event = Event(time.time(), runtime.name, old, new)
         if not (old.state is new.state is State.PENDING and old.reason == new.reason):
             self.printer.event(event)
-        for stream in list(self._subscribers):
-            try:
-                stream.send_nowait(event)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.remove(stream)
+        self._broadcast(self._subscribers, event)
         self._wake()
         if new.state is State.FAILED and runtime.unit.spec.required and not self._shutting_down:
             self.printer.note(f"{runtime.name} is required and failed: stopping the stack")
@@ -211,9 +209,28 @@ class Supervisor:
         await self._changed.wait()
 
     def subscribe(self, size: int = 1000) -> anyio.abc.ObjectReceiveStream[Event]:
+        """State events from now on; a subscriber that falls `size` behind is dropped."""
         send, receive = anyio.create_memory_object_stream[Event](size)
         self._subscribers.append(send)
         return receive
+
+    def subscribe_logs(self, size: int = 10_000) -> anyio.abc.ObjectReceiveStream[LogRecord]:
+        """Output lines from now on; a subscriber that falls `size` behind is dropped."""
+        send, receive = anyio.create_memory_object_stream[LogRecord](size)
+        self._log_subscribers.append(send)
+        return receive
+
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        self._exit_callbacks.append(callback)
+
+    @staticmethod
+    def _broadcast(streams: list[Any], item: Any) -> None:
+        for stream in list(streams):
+            try:
+                stream.send_nowait(item)
+            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                streams.remove(stream)
+                stream.close()
 
     def _end_with(self, code: int) -> None:
         if not self._end.is_set():
@@ -284,6 +301,8 @@ class Supervisor:
                 await self._shutdown()
                 tg.cancel_scope.cancel()
         finally:
+            for callback in self._exit_callbacks:
+                callback()
             self._stop_guard()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.printer.close()
@@ -366,6 +385,7 @@ class Supervisor:
             outcome.fatal = str(exc)
             return None, outcome
         runtime.child = child
+        runtime.generation += 1
         runtime.started_at = anyio.current_time()
         runtime.ready_at = None
         self._guard_write(f"+{child.pid}\n")
@@ -415,8 +435,7 @@ class Supervisor:
                                 spec.stop_timeout, child.exited)
             if child.returncode is None:
                 await kill_tree(child.pid, runtime.marker, [], child.exited)
-        self._set(runtime, State.STOPPED, pid=child.pid, exit_code=child.returncode,
-                  reason="stopped")
+        self._set(runtime, State.STOPPED, pid=child.pid, exit_code=child.returncode)
 
     def _log_pattern(self, rendering: Rendering) -> re.Pattern[str] | None:
         probe = rendering.probe
@@ -535,6 +554,8 @@ class Supervisor:
 
     def _emit(self, record: LogRecord) -> None:
         self.printer.line(record.unit, record.stream, record.line, record.ts)
+        if self._log_subscribers:
+            self._broadcast(self._log_subscribers, record)
 
     # ----------------------------------------------------------------- stopping
 

@@ -56,6 +56,7 @@ class UnitRuntime:
     rendering: Rendering | None = None
     child: Child | None = None
     restarts: int = 0
+    generation: int = 0  # instances spawned so far; tells a restarted instance apart
     started_at: float | None = None
     ready_at: float | None = None
     user_stopped: bool = False
