@@ -30,7 +30,9 @@ def publish(keys: Mapping[str, str], settings: InitSettings, out: TextIO) -> Non
         out.flush()
         return
     # One write on an O_APPEND descriptor: the supervisor never reads half a key.
-    fd = os.open(settings.supervise_env, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        settings.supervise_env, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
     try:
         os.write(fd, lines.encode("utf-8"))
     finally:

@@ -63,14 +63,14 @@ def decide(positions: Mapping[str, int | float], quotes: Sequence[Quote]) -> lis
             )
             cash += held * quote.open
     candidates = [
-        quote
-        for quote in quotes
-        if not positions.get(quote.symbol) and quote.prev_move >= BUY_MOVE
+        quote for quote in quotes if not positions.get(quote.symbol) and quote.prev_move >= BUY_MOVE
     ]
     for quote in sorted(candidates, key=lambda q: (-q.prev_move, q.symbol)):
         amount = math.floor(cash * POSITION_BUDGET / quote.open)
         if amount < 1:
             continue
-        orders.append(Order("buy", quote.symbol, amount, f"closed {quote.prev_move:+.2%} yesterday"))
+        orders.append(
+            Order("buy", quote.symbol, amount, f"closed {quote.prev_move:+.2%} yesterday")
+        )
         cash -= amount * quote.open
     return orders

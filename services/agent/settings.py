@@ -78,7 +78,9 @@ def _market(environ: Mapping[str, str]) -> str:
         raise ConfigError(AGENT, "MARKET", f"{market!r} is not one of {', '.join(MARKETS)}")
     if market != "us" and not environ.get("PRICE_FILE"):
         raise ConfigError(
-            AGENT, "PRICE_FILE", f"environment variable is not set (MARKET {market!r} has no bundled prices)"
+            AGENT,
+            "PRICE_FILE",
+            f"environment variable is not set (MARKET {market!r} has no bundled prices)",
         )
     return market
 

@@ -52,9 +52,7 @@ class ReconnectingTransport(httpx2.AsyncBaseTransport):
     """An HTTP transport that retries refused connections for ``CONNECT_RETRY_SECONDS``."""
 
     def __init__(self, retry_seconds: float = CONNECT_RETRY_SECONDS) -> None:
-        self._inner = httpx2.AsyncHTTPTransport(
-            limits=httpx2.Limits(max_keepalive_connections=0)
-        )
+        self._inner = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_keepalive_connections=0))
         self._retry_seconds = retry_seconds
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -83,7 +81,9 @@ class ReconnectingTransport(httpx2.AsyncBaseTransport):
 
 
 def _text(content: list[Any]) -> str:
-    return " ".join(block.text for block in content if isinstance(block, TextContent)) or "(no text)"
+    return (
+        " ".join(block.text for block in content if isinstance(block, TextContent)) or "(no text)"
+    )
 
 
 class Toolbox:

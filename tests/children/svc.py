@@ -5,7 +5,7 @@ DIR/<unit>.json; --publish K=V appends to $SUPERVISE_ENV; --stderr TEXT prints a
 stderr; --flood N writes N bytes to stdout without a newline; --tree setsid|group starts a
 grandchild (in a new session, or in this process group) that ignores SIGTERM and records
 its pid in DIR/<unit>.grandchild; --ignore-term ignores SIGTERM; --listen serves TCP on
-$PORT (answers one line: unit pid); --exit CODE exits with CODE after --sleep S.
+$PORT after --delay S (answers one line: unit pid SIGNATURE); --exit CODE exits with CODE after --sleep S.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--tree", choices=["setsid", "group"])
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--listen", action="store_true")
+    parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--sleep", type=float, default=3600.0)
     parser.add_argument("--exit", type=int, default=None)
     args = parser.parse_args()
@@ -64,6 +65,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(f"up {os.getpid()}", flush=True)
     if args.listen:
+        time.sleep(args.delay)  # an import-heavy server takes this long to listen
         server = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
         server.settimeout(args.sleep)
         deadline = time.monotonic() + args.sleep
@@ -73,7 +75,9 @@ def main() -> int:
             except TimeoutError:
                 break
             with conn:
-                conn.sendall(f"{os.environ.get('SUPERVISE_UNIT')} {os.getpid()}\n".encode())
+                unit_name = os.environ.get("SUPERVISE_UNIT")
+                signature = os.environ.get("SIGNATURE")
+                conn.sendall(f"{unit_name} {os.getpid()} {signature}\n".encode())
     else:
         time.sleep(args.sleep)
     return args.exit if args.exit is not None else 0

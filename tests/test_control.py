@@ -1,0 +1,338 @@
+"""The control plane against a real `supervise run`: exact restarts, reload, launch and
+drop, authority, bad requests, status and health."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.client import Client, ClientError
+from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
+
+STACK = f"""
+[supervise]
+coalesce = 0.25
+http = "127.0.0.1:0"
+
+[models.alpha]
+SIGNATURE = "alpha-v1"
+TODAY_DATE = "2025-10-01"
+[models.beta]
+SIGNATURE = "beta-v1"
+TODAY_DATE = "2025-10-01"
+
+[processes.trade]
+per_model = true
+command = ["{PY}", "{SVC}", "--listen", "--delay", "0.2"]
+port = "auto"
+inject = ["SIGNATURE"]
+ready = {{ tcp = "${{port}}" }}
+
+[processes.price]
+per_model = true
+command = ["{PY}", "{SVC}", "--listen", "--delay", "0.2"]
+port = "auto"
+inject = ["TODAY_DATE"]
+ready = {{ tcp = "${{port}}" }}
+
+[processes.math]
+command = ["{PY}", "{SVC}", "--listen"]
+port = "auto"
+ready = {{ tcp = "${{port}}" }}
+"""
+
+UNITS = ("alpha/trade", "alpha/price", "beta/trade", "beta/price", "math")
+
+
+def ask(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        return conn.makefile().readline().strip()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Run, Client]]:
+    path = write_stack(tmp_path, STACK)
+    run = Run(path)
+    try:
+        for unit in UNITS:
+            run.event(unit, "running", ready=True)
+        yield run, Client(str(tmp_path / ".supervise" / "control.sock"))
+    finally:
+        assert run.stop() == 0
+
+
+def statuses(client: Client) -> dict[str, dict[str, object]]:
+    return {u["unit"]: u for u in client.status()["units"]}
+
+
+def test_set_restarts_exactly_the_units_injecting_the_key_and_returns_when_ready(
+    stack: tuple[Run, Client],
+) -> None:
+    run, client = stack
+    before = statuses(client)
+    result = cli("set", "alpha", "SIGNATURE=alpha-v2", "-c", str(run.stack))
+    assert result.returncode == 0, result.stderr
+    assert "restarted: alpha/trade" in result.stdout
+    # Returned only once ready: the new instance answers at once, with the new value.
+    port = int(before["alpha/trade"]["port"])  # type: ignore[call-overload]
+    unit, pid, signature = ask(port).split()
+    assert (unit, signature) == ("alpha/trade", "alpha-v2")
+    after = statuses(client)
+    assert int(pid) == after["alpha/trade"]["pid"] != before["alpha/trade"]["pid"]
+    for name in ("alpha/price", "beta/trade", "beta/price", "math"):
+        assert after[name]["pid"] == before[name]["pid"], name
+    assert after["alpha/trade"]["restarts"] == 1
+
+
+def test_set_that_changes_nothing_returns_at_once_and_says_so(
+    stack: tuple[Run, Client],
+) -> None:
+    run, client = stack
+    answer = client.set("beta", {"SIGNATURE": "beta-v1"})
+    assert answer["restarted"] == []
+    assert answer["message"] == "nothing changed"
+
+
+def test_a_burst_of_20_sets_restarts_each_affected_unit_once(
+    stack: tuple[Run, Client],
+) -> None:
+    run, client = stack
+    mark = len(run.records)
+    answers: list[dict[str, object]] = []
+    barrier = threading.Barrier(20)
+
+    def one(day: int) -> None:
+        barrier.wait()
+        answers.append(client.set("alpha", {"TODAY_DATE": f"2025-10-{day:02d}"}))
+
+    threads = [threading.Thread(target=one, args=(d,)) for d in range(2, 22)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 20
+    assert all(a["failed"] == {} for a in answers)
+    starts = [r["unit"] for r in run.records[mark:] if r.get("event") == "starting"]
+    assert starts == ["alpha/price"]
+
+
+def test_unit_of_one_model_acts_only_for_its_own_model(tmp_path: Path) -> None:
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "from supervisor.client import Client, ClientError\n"
+        "c = Client()\n"
+        "def attempt(label, call):\n"
+        "    try:\n"
+        "        call()\n"
+        "        print(label, 'ok', flush=True)\n"
+        "    except ClientError as exc:\n"
+        "        print(label, exc.status, exc.message, flush=True)\n"
+        "attempt('status', lambda: c.status())\n"
+        "attempt('set-beta', lambda: c.set('beta', {'MARKET': 'x'}))\n"
+        "attempt('stop-other', lambda: c.stop('beta/worker'))\n"
+        "attempt('launch', lambda: c.launch('gamma'))\n"
+        "attempt('set-own', lambda: c.set('alpha', {'MARKET': 'eu'}, wait=False))\n"
+    )
+    path = write_stack(tmp_path, f"""
+[models.alpha]
+MARKET = "us"
+[models.beta]
+MARKET = "cn"
+[processes.worker]
+per_model = true
+command = ["{PY}", "{SVC}"]
+inject = ["MARKET"]
+[processes.caller]
+per_model = true
+oneshot = true
+command = ["sh", "-c", "[ $SUPERVISE_MODEL = alpha ] && exec {PY} {script} || true"]
+""")
+    run = Run(path, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    try:
+        run.event("alpha/caller", "exited")
+        lines = run.lines("alpha/caller")
+        assert "status ok" in lines
+        assert any(line.startswith("set-beta 403 a process of unit alpha/caller") for line in lines)
+        assert any(line.startswith("stop-other 403") for line in lines)
+        assert any(line.startswith("launch 403") for line in lines)
+        assert "set-own ok" in lines
+        wait_until(lambda: [r["event"] for r in run.events("alpha/worker")].count("starting")
+                   == 2, "alpha/worker restarted with its own model's new key")
+    finally:
+        assert run.stop() == 0
+    assert [r["event"] for r in run.events("beta/worker")].count("starting") == 1
+
+
+def test_bad_requests_get_clear_errors_and_change_nothing(
+    stack: tuple[Run, Client], tmp_path: Path,
+) -> None:
+    run, client = stack
+    before = statuses(client)
+    cases = [
+        (("set", "gamma", "A=1"), 1, "unknown model 'gamma'"),
+        (("set", "alpha", "not-a-pair"), 2, "expected KEY=VALUE, got 'not-a-pair'"),
+        (("set", "alpha", "1BAD=x"), 1, "key '1BAD' is invalid"),
+        (("set", "alpha", "SIGNATURE=../evil"), 1, "SIGNATURE '../evil' is invalid"),
+        (("launch", "../evil"), 1, "model name '../evil' is invalid"),
+        (("launch", "alpha"), 1, "model 'alpha' is already running"),
+        (("restart", "alpha/nope"), 1, "unknown unit 'alpha/nope'"),
+        (("drop", "nope"), 1, "unknown model 'nope'"),
+    ]
+    for args, code, message in cases:
+        result = cli(*args, "-c", str(run.stack))
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    with pytest.raises(ClientError) as info:
+        client._call("POST", "/v1/models/alpha/keys", {"set": {"A": "1"}, "colour": "red"})
+    assert info.value.status == 400
+    assert "unknown field 'colour'" in info.value.message
+    with pytest.raises(ClientError) as info:
+        client._call("POST", "/v1/models/alpha/keys", {"set": {"A": 1}})
+    assert info.value.status == 422
+    assert {k: v["pid"] for k, v in statuses(client).items()} == \
+        {k: v["pid"] for k, v in before.items()}
+    assert "A" not in client.status()["models"]["alpha"]
+
+
+def test_launch_and_drop_a_model_at_runtime(stack: tuple[Run, Client]) -> None:
+    run, client = stack
+    result = cli("launch", "gamma", "SIGNATURE=gamma-v1", "TODAY_DATE=2025-10-03",
+                 "-c", str(run.stack))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["units"]) == {"gamma/trade", "gamma/price"}
+    assert all(u["ready"] for u in answer["units"].values())
+    assert ask(answer["ports"]["trade"]).split()[2] == "gamma-v1"
+    pid = answer["units"]["gamma/trade"]["pid"]
+    result = cli("drop", "gamma", "-c", str(run.stack))
+    assert result.returncode == 0, result.stderr
+    assert "gamma/trade" not in statuses(client)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), "gamma/trade gone")
+
+
+def test_stop_start_restart_and_readyz(stack: tuple[Run, Client]) -> None:
+    run, client = stack
+    note = run.wait_for(lambda r: "health and status on" in r.get("line", ""), "health url")
+    url = note["line"].split(" on ")[1]
+
+    def readyz() -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+
+    assert readyz() == 200
+    assert cli("stop", "math", "-c", str(run.stack)).returncode == 0
+    assert readyz() == 503
+    answer = client.set("beta", {"TODAY_DATE": "2025-10-09"})
+    assert "math" not in answer["restarted"]  # a stopped unit stays stopped
+    assert statuses(client)["math"]["state"] == "stopped"
+    result = cli("start", "math", "-c", str(run.stack))
+    assert result.returncode == 0
+    assert "math started: running" in result.stdout
+    assert readyz() == 200
+    again = cli("start", "math", "-c", str(run.stack))
+    assert again.returncode == 0
+    assert "nothing to do" in again.stdout
+    restarted = cli("restart", "beta/trade", "-c", str(run.stack))
+    assert restarted.returncode == 0
+    assert "ready" in restarted.stdout
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(url.replace("/readyz", "/status"),
+                                                      method="POST"), timeout=5)
+    info.value.close()
+    assert info.value.code == 405
+
+
+def test_status_json_and_socket_permissions(stack: tuple[Run, Client], tmp_path: Path) -> None:
+    run, client = stack
+    sock = tmp_path / ".supervise" / "control.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    result = cli("status", "--json", env={"SUPERVISE_SOCKET": str(sock)})
+    assert result.returncode == 0
+    document = json.loads(result.stdout)
+    units = {u["unit"]: u for u in document["units"]}
+    assert set(units) == set(UNITS)
+    assert all(u["state"] == "running" and u["ready"] and u["rss"] > 0 for u in units.values())
+    table = cli("status", "-c", str(run.stack)).stdout
+    assert table.splitlines()[0].split()[:4] == ["UNIT", "STATE", "READY", "PID"]
+
+
+def test_client_commands_exit_3_when_no_supervisor_runs(tmp_path: Path) -> None:
+    result = cli("status", env={"SUPERVISE_SOCKET": str(tmp_path / "none.sock")})
+    assert result.returncode == 3
+    assert "no supervisor answers" in result.stderr
+
+
+def test_a_second_supervisor_on_the_same_socket_is_refused(
+    stack: tuple[Run, Client],
+) -> None:
+    run, _ = stack
+    result = cli("run", "-c", str(run.stack), timeout=30)
+    assert result.returncode == 2
+    assert "another supervisor is running" in result.stderr
+
+
+def test_broken_file_on_reload_changes_nothing(stack: tuple[Run, Client]) -> None:
+    run, client = stack
+    before = statuses(client)
+    good = run.stack.read_text()
+    run.stack.write_text(good + "\n[processes.loop]\ncommand = 'true'\n"
+                         "depends_on = { loop2 = 'started' }\n[processes.loop2]\n"
+                         "command = 'true'\ndepends_on = { loop = 'started' }\n")
+    result = cli("reload", "-c", str(run.stack))
+    assert result.returncode == 2
+    assert "dependency cycle" in result.stderr
+    assert "dependency cycle" in client.status()["config_error"]
+    assert {k: v["pid"] for k, v in statuses(client).items()} == \
+        {k: v["pid"] for k, v in before.items()}
+    run.stack.write_text(good)
+    wait_until(lambda: client.status()["config_error"] is None, "config error cleared")
+
+
+def test_editing_one_models_signature_in_the_file_restarts_only_that_model(
+    stack: tuple[Run, Client],
+) -> None:
+    run, client = stack
+    before = statuses(client)
+    mark = len(run.records)
+    run.stack.write_text(run.stack.read_text().replace('"beta-v1"', '"beta-v2"'))
+    run.event("beta/trade", "running", ready=True, after=mark)
+    port = int(before["beta/trade"]["port"])  # type: ignore[call-overload]
+    assert ask(port).split()[2] == "beta-v2"
+    after = statuses(client)
+    changed = {k for k in UNITS if after[k]["pid"] != before[k]["pid"]}
+    assert changed == {"beta/trade"}
+
+
+def test_sighup_reloads_the_stack_file(stack: tuple[Run, Client]) -> None:
+    run, client = stack
+    text = run.stack.read_text().replace(
+        "[processes.math]", f'[processes.extra]\ncommand = ["{PY}", "{SVC}"]\n\n[processes.math]')
+    # Write without the watcher seeing a partial file: rename into place.
+    tmp = run.stack.with_suffix(".new")
+    tmp.write_text(text)
+    tmp.replace(run.stack)
+    run.signal(signal.SIGHUP)
+    run.event("extra", "running", ready=True)
+    assert "extra" in statuses(client)
+
+
+def test_logs_shows_recent_lines(stack: tuple[Run, Client]) -> None:
+    run, _ = stack
+    result = cli("logs", "math", "-c", str(run.stack))
+    assert result.returncode == 0
+    assert "math | up " in result.stdout
