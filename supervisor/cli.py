@@ -30,14 +30,24 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("-c", "--config", type=Path, metavar="FILE",
-                             help="stack file (default: supervise.toml, pyproject.toml "
-                             "[tool.supervise] or Procfile in the current directory)")
+        command.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="stack file (default: supervise.toml, pyproject.toml "
+            "[tool.supervise] or Procfile in the current directory)",
+        )
         return command
 
     run = add("run", "run the stack in the foreground")
-    run.add_argument("--model", action="append", default=[], metavar="M",
-                     help="run only this model's units (and global ones); repeatable")
+    run.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="M",
+        help="run only this model's units (and global ones); repeatable",
+    )
     run.add_argument("--log-format", choices=["text", "json"], default=None)
     add("check", "validate the stack and print the plan")
 
@@ -136,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         code = anyio.run(supervisor.run)
     except* ConfigError as group:
-        for exc in group.exceptions:
-            _print_problems(exc)
+        for problem in group.exceptions:
+            _print_problems(problem)
         code = EXIT_CONFIG
     except* KeyboardInterrupt:
         code = 130
@@ -192,8 +202,13 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
             print(client.format_status(answer))
         return EXIT_OK
     if command == "set":
-        answer = api.set(args.model, _pairs(args.pairs), unset=args.unset,
-                         wait=not args.no_wait, timeout=args.timeout)
+        answer = api.set(
+            args.model,
+            _pairs(args.pairs),
+            unset=args.unset,
+            wait=not args.no_wait,
+            timeout=args.timeout,
+        )
         print(client.format_change(answer))
         return EXIT_FAILED if answer.get("failed") else EXIT_OK
     if command == "launch":

@@ -88,8 +88,9 @@ class _UnixConnection(http.client.HTTPConnection):
 class Client:
     """Synchronous client; every method returns the decoded JSON answer."""
 
-    def __init__(self, socket: str | os.PathLike[str] | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, socket: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self.socket_path = find_socket(socket)
         self.timeout = timeout
 
@@ -103,8 +104,10 @@ class Client:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             conn.close()
             raise NoSupervisorError(
-                "no_supervisor", f"no supervisor answers on {self.socket_path} "
-                "(is `supervise run` up? pass -c FILE or set SUPERVISE_SOCKET)") from exc
+                "no_supervisor",
+                f"no supervisor answers on {self.socket_path} "
+                "(is `supervise run` up? pass -c FILE or set SUPERVISE_SOCKET)",
+            ) from exc
         except OSError as exc:
             conn.close()
             raise ClientError("io_error", f"{self.socket_path}: {exc}") from exc
@@ -115,8 +118,9 @@ class Client:
                 error = json.loads(data)["error"]
                 raise ClientError(error["code"], error["message"], response.status)
             except (ValueError, KeyError, TypeError):
-                raise ClientError("http_error", f"HTTP {response.status}: {data[:200]!r}",
-                                  response.status) from None
+                raise ClientError(
+                    "http_error", f"HTTP {response.status}: {data[:200]!r}", response.status
+                ) from None
         return response
 
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -141,15 +145,23 @@ class Client:
             return self._call("GET", f"/v1/units/{quote(unit)}")
         return self._call("GET", "/v1/status")
 
-    def set(self, model: str, keys: Mapping[str, str], *, unset: Sequence[str] = (),
-            wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    def set(
+        self,
+        model: str,
+        keys: Mapping[str, str],
+        *,
+        unset: Sequence[str] = (),
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"set": dict(keys), "unset": list(unset), "wait": wait}
         if timeout is not None:
             body["timeout"] = timeout
         return self._call("POST", f"/v1/models/{quote(model, safe='')}/keys", body)
 
-    def launch(self, model: str, keys: Mapping[str, str] | None = None, *,
-               timeout: float | None = None) -> dict[str, Any]:
+    def launch(
+        self, model: str, keys: Mapping[str, str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "keys": dict(keys or {})}
         if timeout is not None:
             body["timeout"] = timeout
@@ -174,8 +186,9 @@ class Client:
     def reload(self) -> dict[str, Any]:
         return self._call("POST", "/v1/reload")
 
-    def logs(self, unit: str | None = None, *, lines: int = 100, follow: bool = False
-             ) -> Iterator[dict[str, Any]]:
+    def logs(
+        self, unit: str | None = None, *, lines: int = 100, follow: bool = False
+    ) -> Iterator[dict[str, Any]]:
         query: dict[str, Any] = {"lines": lines, "follow": int(follow)}
         if unit is not None:
             query["unit"] = unit
@@ -188,8 +201,9 @@ class Client:
 class AsyncClient:
     """The same calls for async code; each runs in a worker thread (anyio)."""
 
-    def __init__(self, socket: str | os.PathLike[str] | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, socket: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self._client = Client(socket, timeout=timeout)
 
     async def _run(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -204,12 +218,20 @@ class AsyncClient:
     async def status(self, unit: str | None = None) -> dict[str, Any]:
         return await self._run("status", unit)
 
-    async def set(self, model: str, keys: Mapping[str, str], *, unset: Sequence[str] = (),
-                  wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    async def set(
+        self,
+        model: str,
+        keys: Mapping[str, str],
+        *,
+        unset: Sequence[str] = (),
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         return await self._run("set", model, keys, unset=unset, wait=wait, timeout=timeout)
 
-    async def launch(self, model: str, keys: Mapping[str, str] | None = None, *,
-                     timeout: float | None = None) -> dict[str, Any]:
+    async def launch(
+        self, model: str, keys: Mapping[str, str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
         return await self._run("launch", model, keys, timeout=timeout)
 
     async def drop(self, model: str) -> dict[str, Any]:
@@ -230,6 +252,7 @@ class AsyncClient:
 
 # ------------------------------------------------------------------ formatting (CLI)
 
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -247,22 +270,32 @@ def _size(value: int | None) -> str:
 
 def format_status(answer: dict[str, Any]) -> str:
     units = answer.get("units", [answer] if "unit" in answer else [])
-    header = ("UNIT", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "RSS",
-              "REASON")
+    header = ("UNIT", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "RSS", "REASON")
     rows = [header]
     for u in units:
-        rows.append((
-            u["unit"], u["state"], "yes" if u.get("ready") else "-",
-            str(u.get("pid") or "-"), str(u.get("port") or "-"), str(u.get("restarts", 0)),
-            _age(u.get("uptime")), "-" if u.get("cpu") is None else f"{u['cpu']:.1f}s",
-            _size(u.get("rss")), u.get("reason") or "",
-        ))
+        rows.append(
+            (
+                u["unit"],
+                u["state"],
+                "yes" if u.get("ready") else "-",
+                str(u.get("pid") or "-"),
+                str(u.get("port") or "-"),
+                str(u.get("restarts", 0)),
+                _age(u.get("uptime")),
+                "-" if u.get("cpu") is None else f"{u['cpu']:.1f}s",
+                _size(u.get("rss")),
+                u.get("reason") or "",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in rows
+    ]
     if answer.get("config_error"):
-        lines.append(f"config error (the stack runs on the last good file):\n"
-                     f"{answer['config_error']}")
+        lines.append(
+            f"config error (the stack runs on the last good file):\n{answer['config_error']}"
+        )
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -57,7 +57,10 @@ def format_event(event: Event, *, fmt: str, width: int, color: bool) -> str:
     new = event.new
     if fmt == "json":
         record: dict[str, object] = {
-            "ts": event.ts, "unit": event.unit, "event": str(new.state), "ready": new.ready,
+            "ts": event.ts,
+            "unit": event.unit,
+            "event": str(new.state),
+            "ready": new.ready,
         }
         if new.pid is not None:
             record["pid"] = new.pid
@@ -67,8 +70,7 @@ def format_event(event: Event, *, fmt: str, width: int, color: bool) -> str:
             record["reason"] = new.reason
         return json.dumps(record)
     text = f"{event.unit} {new.describe()}"
-    return format_line(event.ts, SUPERVISOR_NAME, "event", text, fmt=fmt, width=width,
-                       color=color)
+    return format_line(event.ts, SUPERVISOR_NAME, "event", text, fmt=fmt, width=width, color=color)
 
 
 def use_color(stream: TextIO) -> bool:
@@ -100,13 +102,23 @@ class Printer:
         self.width = max([len(SUPERVISOR_NAME), *(len(n) for n in names)])
 
     def set_secrets(self, values: Iterable[str]) -> None:
-        self.secrets = sorted({v for v in values if len(v) >= MIN_MASKED_LENGTH}, key=len,
-                              reverse=True)
+        self.secrets = sorted(
+            {v for v in values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True
+        )
 
     def line(self, unit: str, stream: str, text: str, ts: float | None = None) -> None:
         text = mask(text, self.secrets)
-        self._put(format_line(ts or time.time(), unit, stream, text, fmt=self.fmt,
-                              width=self.width, color=self.color))
+        self._put(
+            format_line(
+                ts or time.time(),
+                unit,
+                stream,
+                text,
+                fmt=self.fmt,
+                width=self.width,
+                color=self.color,
+            )
+        )
 
     def event(self, event: Event) -> None:
         self._put(format_event(event, fmt=self.fmt, width=self.width, color=self.color))
@@ -134,9 +146,18 @@ class Printer:
                 self._pending.clear()
                 dropped, self._dropped = self._dropped, 0
             if dropped:
-                batch.insert(0, format_line(time.time(), SUPERVISOR_NAME, "event",
-                                            f"output too slow: dropped {dropped} line(s)",
-                                            fmt=self.fmt, width=self.width, color=self.color))
+                batch.insert(
+                    0,
+                    format_line(
+                        time.time(),
+                        SUPERVISOR_NAME,
+                        "event",
+                        f"output too slow: dropped {dropped} line(s)",
+                        fmt=self.fmt,
+                        width=self.width,
+                        color=self.color,
+                    ),
+                )
             try:
                 self.stream.write("\n".join(batch) + "\n")
                 self.stream.flush()

@@ -36,8 +36,16 @@ REDACTED = "***"
 # Variables the supervisor sets itself; an inherited copy (a supervisor inside a unit)
 # must never leak into units as if it were theirs.
 OWN_VARIABLES = frozenset(
-    {"SUPERVISE_UNIT", "SUPERVISE_MODEL", "SUPERVISE_ENV", "SUPERVISE_SOCKET",
-     "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
+    {
+        "SUPERVISE_UNIT",
+        "SUPERVISE_MODEL",
+        "SUPERVISE_ENV",
+        "SUPERVISE_SOCKET",
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    }
 )
 
 
@@ -78,26 +86,41 @@ def check_processes(processes: Mapping[str, Process], file: str) -> list[Problem
             elif dep == name:
                 problems.append(Problem(file, where, "a process cannot depend on itself"))
             elif other.per_model and not process.per_model:
-                problems.append(Problem(
-                    file, where,
-                    f"global process {name!r} cannot depend on per-model process {dep!r}"))
+                problems.append(
+                    Problem(
+                        file,
+                        where,
+                        f"global process {name!r} cannot depend on per-model process {dep!r}",
+                    )
+                )
             elif condition == "completed" and not other.oneshot:
-                problems.append(Problem(
-                    file, where, f"'completed' needs a oneshot; {dep!r} is a service"))
+                problems.append(
+                    Problem(file, where, f"'completed' needs a oneshot; {dep!r} is a service")
+                )
             elif condition == "ready" and other.oneshot:
-                problems.append(Problem(
-                    file, where, f"a oneshot is never 'ready'; use 'completed' for {dep!r}"))
+                problems.append(
+                    Problem(file, where, f"a oneshot is never 'ready'; use 'completed' for {dep!r}")
+                )
         if process.inject and not process.per_model:
-            problems.append(Problem(
-                file, f"processes.{name}.inject", "only per-model processes inject model keys"))
-        if process.ready is not None and process.ready.tcp is not None and process.port is None:
-            if "${port}" in process.ready.tcp:
-                problems.append(Problem(
-                    file, f"processes.{name}.ready.tcp", "uses ${port} but the process has no port"))
+            problems.append(
+                Problem(
+                    file, f"processes.{name}.inject", "only per-model processes inject model keys"
+                )
+            )
+        probe = process.ready
+        if probe is not None and probe.tcp and process.port is None and "${port}" in probe.tcp:
+            problems.append(
+                Problem(
+                    file, f"processes.{name}.ready.tcp", "uses ${port} but the process has no port"
+                )
+            )
     cycle = find_cycle({n: list(p.depends_on) for n, p in processes.items()})
     if cycle:
-        problems.append(Problem(
-            file, f"processes.{cycle[0]}.depends_on", "dependency cycle: " + " -> ".join(cycle)))
+        problems.append(
+            Problem(
+                file, f"processes.{cycle[0]}.depends_on", "dependency cycle: " + " -> ".join(cycle)
+            )
+        )
     return problems
 
 
@@ -114,7 +137,7 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
             if nxt not in color:
                 continue
             if color[nxt] == grey:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if color[nxt] == white and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -189,7 +212,9 @@ def validate_key(key: str, value: str) -> None:
     if "\0" in value:
         raise InvalidValue(f"value of {key}", value, "contains a NUL byte")
     if len(value.encode()) > MAX_VALUE_BYTES:
-        raise InvalidValue(f"value of {key}", value[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes")
+        raise InvalidValue(
+            f"value of {key}", value[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes"
+        )
     if key == "SIGNATURE" and not is_safe_name(value):
         raise InvalidValue("SIGNATURE", value, NAME_RULE)
 

@@ -46,9 +46,9 @@ def backoff_delay(
     """
     if failures <= 0 or initial <= 0:
         return 0.0
-    base = min(cap, initial * 2 ** (failures - 1))
-    jitter = (rng or random).uniform(0.8, 1.2)
-    return min(cap, base * jitter)
+    base = min(cap, initial * 2.0 ** (failures - 1))
+    jitter = float((rng or random).uniform(0.8, 1.2))
+    return float(min(cap, base * jitter))
 
 
 def should_restart(policy: str, exit_code: int | None, oneshot: bool) -> bool:

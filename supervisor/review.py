@@ -3,13 +3,14 @@ words. Pure: ports marked "auto" are shown as such, not allocated."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from supervisor.config.load import LoadedStack
 from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
     RenderContext,
+    Unit,
     check_processes,
     expand,
     redact,
@@ -36,8 +37,13 @@ def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review
     only = list(only_models)
     for name in only:
         if name not in stack.models:
-            result.problems.append(Problem(file, "--model", f"unknown model {name!r}; "
-                                           f"the stack has {sorted(stack.models) or 'none'}"))
+            result.problems.append(
+                Problem(
+                    file,
+                    "--model",
+                    f"unknown model {name!r}; the stack has {sorted(stack.models) or 'none'}",
+                )
+            )
     if result.problems:
         return result
     models = [m for m in stack.models if not only or m in only]
@@ -84,15 +90,14 @@ def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review
     return result
 
 
-def _describe(loaded: LoadedStack, models: list[str], units: dict[str, object]) -> list[str]:
-    from supervisor.plan import Unit
-
+def _describe(loaded: LoadedStack, models: list[str], units: Mapping[str, Unit]) -> list[str]:
     stack = loaded.stack
-    lines = [f"{loaded.file}: {len(models)} model(s), {len(stack.processes)} process(es), "
-             f"{len(units)} unit(s)"]
-    typed = {n: u for n, u in units.items() if isinstance(u, Unit)}
+    lines = [
+        f"{loaded.file}: {len(models)} model(s), {len(stack.processes)} process(es), "
+        f"{len(units)} unit(s)"
+    ]
     groups: dict[str | None, list[Unit]] = {}
-    for unit in typed.values():
+    for unit in units.values():
         groups.setdefault(unit.model, []).append(unit)
     for model, members in groups.items():
         title = "global" if model is None else f"model {model}"

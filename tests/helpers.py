@@ -32,17 +32,24 @@ def write_stack(directory: Path, text: str, name: str = "supervise.toml") -> Pat
     return path
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 60,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a `supervise` command to completion."""
     return subprocess.run(
-        [PY, "-m", "supervisor", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, start_new_session=True,
+        [PY, "-m", "supervisor", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
     )
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT,
-               interval: float = 0.02) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = WAIT, interval: float = 0.02
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -69,8 +76,12 @@ class Run:
         self.stack = stack
         self.proc = subprocess.Popen(
             [PY, "-m", "supervisor", "run", "-c", str(stack), "--log-format", "json", *args],
-            cwd=stack.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            cwd=stack.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
         self.records: list[Record] = []
         self.stderr: list[str] = []
@@ -100,8 +111,9 @@ class Run:
                 self.stderr.append(raw.rstrip("\n"))
                 self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[Record], bool], what: str,
-                 timeout: float = WAIT) -> Record:
+    def wait_for(
+        self, predicate: Callable[[Record], bool], what: str, timeout: float = WAIT
+    ) -> Record:
         deadline = time.monotonic() + timeout
         seen = 0
         with self._cond:
@@ -116,23 +128,38 @@ class Run:
                     raise AssertionError(
                         f"want {what}; got after {timeout - max(left, 0):.1f} s (exit "
                         f"{self.proc.poll()}), last records:\n  {tail}\nstderr: "
-                        + "\n".join(self.stderr[-10:]))
+                        + "\n".join(self.stderr[-10:])
+                    )
                 self._cond.wait(min(left, 0.2))
 
     def _reading(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
-    def event(self, unit: str, state: str, *, ready: bool | None = None,
-              timeout: float = WAIT, after: int = 0) -> Record:
+    def event(
+        self,
+        unit: str,
+        state: str,
+        *,
+        ready: bool | None = None,
+        timeout: float = WAIT,
+        after: int = 0,
+    ) -> Record:
         def match(r: Record) -> bool:
-            return (r.get("unit") == unit and r.get("event") == state
-                    and (ready is None or r.get("ready") == ready)
-                    and self.records.index(r) >= after)
+            return (
+                r.get("unit") == unit
+                and r.get("event") == state
+                and (ready is None or r.get("ready") == ready)
+                and self.records.index(r) >= after
+            )
+
         return self.wait_for(match, f"{unit} {state}" + (" ready" if ready else ""), timeout)
 
     def line(self, unit: str, text: str, timeout: float = WAIT) -> Record:
-        return self.wait_for(lambda r: r.get("unit") == unit and text in r.get("line", ""),
-                             f"{unit} printing {text!r}", timeout)
+        return self.wait_for(
+            lambda r: r.get("unit") == unit and text in r.get("line", ""),
+            f"{unit} printing {text!r}",
+            timeout,
+        )
 
     def events(self, unit: str | None = None) -> list[Record]:
         with self._cond:

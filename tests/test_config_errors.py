@@ -16,53 +16,103 @@ command = ["python3", "-c", "open('spawned', 'w').close()"]
 
 INVALID = [
     ("unknown top-level key", "[bogus]\nx = 1\n", ["bogus", "unknown key"]),
-    ("unknown process key", "[processes.web]\ncommand = 'true'\ncolour = 'red'\n",
-     ["processes.web.colour", "unknown key"]),
-    ("bad restart policy", "[processes.web]\ncommand = 'true'\nrestart = 'sometimes'\n",
-     ["processes.web.restart", "'sometimes'"]),
-    ("unknown dependency", "[processes.web]\ncommand = 'true'\ndepends_on = { db = 'ready' }\n",
-     ["processes.web.depends_on.db", "unknown process 'db'"]),
-    ("dependency cycle",
-     "[processes.a]\ncommand = 'true'\ndepends_on = { b = 'started' }\n"
-     "[processes.b]\ncommand = 'true'\ndepends_on = { a = 'started' }\n",
-     ["dependency cycle: a -> b -> a"]),
-    ("bad condition", "[processes.web]\ncommand = 'true'\ndepends_on = { marker = 'healthy' }\n",
-     ["processes.web.depends_on.marker", "'healthy'"]),
+    (
+        "unknown process key",
+        "[processes.web]\ncommand = 'true'\ncolour = 'red'\n",
+        ["processes.web.colour", "unknown key"],
+    ),
+    (
+        "bad restart policy",
+        "[processes.web]\ncommand = 'true'\nrestart = 'sometimes'\n",
+        ["processes.web.restart", "'sometimes'"],
+    ),
+    (
+        "unknown dependency",
+        "[processes.web]\ncommand = 'true'\ndepends_on = { db = 'ready' }\n",
+        ["processes.web.depends_on.db", "unknown process 'db'"],
+    ),
+    (
+        "dependency cycle",
+        "[processes.a]\ncommand = 'true'\ndepends_on = { b = 'started' }\n"
+        "[processes.b]\ncommand = 'true'\ndepends_on = { a = 'started' }\n",
+        ["dependency cycle: a -> b -> a"],
+    ),
+    (
+        "bad condition",
+        "[processes.web]\ncommand = 'true'\ndepends_on = { marker = 'healthy' }\n",
+        ["processes.web.depends_on.marker", "'healthy'"],
+    ),
     ("model name with a path", '[models."../evil"]\nMARKET = "us"\n', ["models", "'../evil'"]),
-    ("signature with a slash", '[models.alpha]\nSIGNATURE = "a/b"\n',
-     ["models.alpha.SIGNATURE", "'a/b'"]),
+    (
+        "signature with a slash",
+        '[models.alpha]\nSIGNATURE = "a/b"\n',
+        ["models.alpha.SIGNATURE", "'a/b'"],
+    ),
     ("signature dot-dot", '[models.alpha]\nSIGNATURE = ".."\n', ["SIGNATURE", "'..'"]),
-    ("global depends on per-model",
-     "[processes.a]\ncommand = 'true'\nper_model = true\n"
-     "[processes.b]\ncommand = 'true'\ndepends_on = { a = 'started' }\n",
-     ["processes.b.depends_on.a", "cannot depend on per-model process 'a'"]),
+    (
+        "global depends on per-model",
+        "[processes.a]\ncommand = 'true'\nper_model = true\n"
+        "[processes.b]\ncommand = 'true'\ndepends_on = { a = 'started' }\n",
+        ["processes.b.depends_on.a", "cannot depend on per-model process 'a'"],
+    ),
     ("invalid TOML", "[processes.web\ncommand = 'true'\n", ["invalid TOML"]),
-    ("unresolved variable", "[processes.web]\ncommand = 'echo ${NO_SUCH_VARIABLE_X}'\n",
-     ["web", "command", "${NO_SUCH_VARIABLE_X}"]),
-    ("port of a portless sibling",
-     "[processes.web]\ncommand = 'echo ${marker.port}'\n", ["web", "${marker.port}"]),
-    ("probe of two kinds",
-     "[processes.web]\ncommand = 'true'\nport = 'auto'\nready = { tcp = '${port}', log = 'x' }\n",
-     ["processes.web.ready", "exactly one of tcp, http, exec, log, notify"]),
-    ("bad log regex", "[processes.web]\ncommand = 'true'\nready = { log = '(' }\n",
-     ["processes.web.ready.log", "invalid regular expression"]),
-    ("missing command", "[processes.web]\nport = 'auto'\n",
-     ["processes.web.command", "required key is missing"]),
-    ("unterminated reference", "[processes.web]\ncommand = 'echo ${oops'\n",
-     ["processes.web.command", "unterminated"]),
-    ("completed on a service",
-     "[processes.web]\ncommand = 'true'\ndepends_on = { marker = 'completed' }\n",
-     ["processes.web.depends_on.marker", "'completed' needs a oneshot"]),
-    ("unknown stop signal", "[processes.web]\ncommand = 'true'\nstop_signal = 'SIGNOPE'\n",
-     ["processes.web.stop_signal", "unknown signal 'SIGNOPE'"]),
-    ("inject on a global process", "[processes.web]\ncommand = 'true'\ninject = ['SIGNATURE']\n",
-     ["processes.web.inject", "only per-model"]),
-    ("port out of range", "[processes.web]\ncommand = 'true'\nport = 70000\n",
-     ["processes.web.port", "70000"]),
+    (
+        "unresolved variable",
+        "[processes.web]\ncommand = 'echo ${NO_SUCH_VARIABLE_X}'\n",
+        ["web", "command", "${NO_SUCH_VARIABLE_X}"],
+    ),
+    (
+        "port of a portless sibling",
+        "[processes.web]\ncommand = 'echo ${marker.port}'\n",
+        ["web", "${marker.port}"],
+    ),
+    (
+        "probe of two kinds",
+        "[processes.web]\ncommand = 'true'\nport = 'auto'\n"
+        "ready = { tcp = '${port}', log = 'x' }\n",
+        ["processes.web.ready", "exactly one of tcp, http, exec, log, notify"],
+    ),
+    (
+        "bad log regex",
+        "[processes.web]\ncommand = 'true'\nready = { log = '(' }\n",
+        ["processes.web.ready.log", "invalid regular expression"],
+    ),
+    (
+        "missing command",
+        "[processes.web]\nport = 'auto'\n",
+        ["processes.web.command", "required key is missing"],
+    ),
+    (
+        "unterminated reference",
+        "[processes.web]\ncommand = 'echo ${oops'\n",
+        ["processes.web.command", "unterminated"],
+    ),
+    (
+        "completed on a service",
+        "[processes.web]\ncommand = 'true'\ndepends_on = { marker = 'completed' }\n",
+        ["processes.web.depends_on.marker", "'completed' needs a oneshot"],
+    ),
+    (
+        "unknown stop signal",
+        "[processes.web]\ncommand = 'true'\nstop_signal = 'SIGNOPE'\n",
+        ["processes.web.stop_signal", "unknown signal 'SIGNOPE'"],
+    ),
+    (
+        "inject on a global process",
+        "[processes.web]\ncommand = 'true'\ninject = ['SIGNATURE']\n",
+        ["processes.web.inject", "only per-model"],
+    ),
+    (
+        "port out of range",
+        "[processes.web]\ncommand = 'true'\nport = 70000\n",
+        ["processes.web.port", "70000"],
+    ),
     ("bad env key", "[env]\n1BAD = 'x'\n", ["env.1BAD"]),
-    ("bad probe interval",
-     "[processes.web]\ncommand = 'true'\nready = { log = 'x', interval = -1 }\n",
-     ["processes.web.ready.interval", "-1"]),
+    (
+        "bad probe interval",
+        "[processes.web]\ncommand = 'true'\nready = { log = 'x', interval = -1 }\n",
+        ["processes.web.ready.interval", "-1"],
+    ),
     ("missing env file", "[supervise]\nenv_files = ['nope.env']\n", ["env_files[0]", "nope.env"]),
 ]
 
@@ -94,14 +144,18 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 PROCFILE_INVALID = [
-    ("line that is not a process", "web: python3 -m http.server\nthis is not a process\n",
-     "line 2"),
+    (
+        "line that is not a process",
+        "web: python3 -m http.server\nthis is not a process\n",
+        "line 2",
+    ),
     ("duplicate name", "web: true\n# comment\nweb: false\n", "line 3: duplicate process name"),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "expected"), PROCFILE_INVALID,
-                         ids=[c[0] for c in PROCFILE_INVALID])
+@pytest.mark.parametrize(
+    ("case", "body", "expected"), PROCFILE_INVALID, ids=[c[0] for c in PROCFILE_INVALID]
+)
 def test_invalid_procfile_names_the_line(
     tmp_path: Path, case: str, body: str, expected: str
 ) -> None:

@@ -97,7 +97,7 @@ def test_set_restarts_exactly_the_units_injecting_the_key_and_returns_when_ready
 def test_set_that_changes_nothing_returns_at_once_and_says_so(
     stack: tuple[Run, Client],
 ) -> None:
-    run, client = stack
+    _, client = stack
     answer = client.set("beta", {"SIGNATURE": "beta-v1"})
     assert answer["restarted"] == []
     assert answer["message"] == "nothing changed"
@@ -143,7 +143,9 @@ def test_unit_of_one_model_acts_only_for_its_own_model(tmp_path: Path) -> None:
         "attempt('launch', lambda: c.launch('gamma'))\n"
         "attempt('set-own', lambda: c.set('alpha', {'MARKET': 'eu'}, wait=False))\n"
     )
-    path = write_stack(tmp_path, f"""
+    path = write_stack(
+        tmp_path,
+        f"""
 [models.alpha]
 MARKET = "us"
 [models.beta]
@@ -156,7 +158,8 @@ inject = ["MARKET"]
 per_model = true
 oneshot = true
 command = ["sh", "-c", "[ $SUPERVISE_MODEL = alpha ] && exec {PY} {script} || true"]
-""")
+""",
+    )
     run = Run(path, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     try:
         run.event("alpha/caller", "exited")
@@ -166,15 +169,18 @@ command = ["sh", "-c", "[ $SUPERVISE_MODEL = alpha ] && exec {PY} {script} || tr
         assert any(line.startswith("stop-other 403") for line in lines)
         assert any(line.startswith("launch 403") for line in lines)
         assert "set-own ok" in lines
-        wait_until(lambda: [r["event"] for r in run.events("alpha/worker")].count("starting")
-                   == 2, "alpha/worker restarted with its own model's new key")
+        wait_until(
+            lambda: [r["event"] for r in run.events("alpha/worker")].count("starting") == 2,
+            "alpha/worker restarted with its own model's new key",
+        )
     finally:
         assert run.stop() == 0
     assert [r["event"] for r in run.events("beta/worker")].count("starting") == 1
 
 
 def test_bad_requests_get_clear_errors_and_change_nothing(
-    stack: tuple[Run, Client], tmp_path: Path,
+    stack: tuple[Run, Client],
+    tmp_path: Path,
 ) -> None:
     run, client = stack
     before = statuses(client)
@@ -199,15 +205,17 @@ def test_bad_requests_get_clear_errors_and_change_nothing(
     with pytest.raises(ClientError) as info:
         client._call("POST", "/v1/models/alpha/keys", {"set": {"A": 1}})
     assert info.value.status == 422
-    assert {k: v["pid"] for k, v in statuses(client).items()} == \
-        {k: v["pid"] for k, v in before.items()}
+    assert {k: v["pid"] for k, v in statuses(client).items()} == {
+        k: v["pid"] for k, v in before.items()
+    }
     assert "A" not in client.status()["models"]["alpha"]
 
 
 def test_launch_and_drop_a_model_at_runtime(stack: tuple[Run, Client]) -> None:
     run, client = stack
-    result = cli("launch", "gamma", "SIGNATURE=gamma-v1", "TODAY_DATE=2025-10-03",
-                 "-c", str(run.stack))
+    result = cli(
+        "launch", "gamma", "SIGNATURE=gamma-v1", "TODAY_DATE=2025-10-03", "-c", str(run.stack)
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert set(answer["units"]) == {"gamma/trade", "gamma/price"}
@@ -250,14 +258,15 @@ def test_stop_start_restart_and_readyz(stack: tuple[Run, Client]) -> None:
     assert restarted.returncode == 0
     assert "ready" in restarted.stdout
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(urllib.request.Request(url.replace("/readyz", "/status"),
-                                                      method="POST"), timeout=5)
+        urllib.request.urlopen(
+            urllib.request.Request(url.replace("/readyz", "/status"), method="POST"), timeout=5
+        )
     info.value.close()
     assert info.value.code == 405
 
 
 def test_status_json_and_socket_permissions(stack: tuple[Run, Client], tmp_path: Path) -> None:
-    run, client = stack
+    run, _ = stack
     sock = tmp_path / ".supervise" / "control.sock"
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
@@ -290,15 +299,18 @@ def test_broken_file_on_reload_changes_nothing(stack: tuple[Run, Client]) -> Non
     run, client = stack
     before = statuses(client)
     good = run.stack.read_text()
-    run.stack.write_text(good + "\n[processes.loop]\ncommand = 'true'\n"
-                         "depends_on = { loop2 = 'started' }\n[processes.loop2]\n"
-                         "command = 'true'\ndepends_on = { loop = 'started' }\n")
+    run.stack.write_text(
+        good + "\n[processes.loop]\ncommand = 'true'\n"
+        "depends_on = { loop2 = 'started' }\n[processes.loop2]\n"
+        "command = 'true'\ndepends_on = { loop = 'started' }\n"
+    )
     result = cli("reload", "-c", str(run.stack))
     assert result.returncode == 2
     assert "dependency cycle" in result.stderr
     assert "dependency cycle" in client.status()["config_error"]
-    assert {k: v["pid"] for k, v in statuses(client).items()} == \
-        {k: v["pid"] for k, v in before.items()}
+    assert {k: v["pid"] for k, v in statuses(client).items()} == {
+        k: v["pid"] for k, v in before.items()
+    }
     run.stack.write_text(good)
     wait_until(lambda: client.status()["config_error"] is None, "config error cleared")
 
@@ -321,7 +333,8 @@ def test_editing_one_models_signature_in_the_file_restarts_only_that_model(
 def test_sighup_reloads_the_stack_file(stack: tuple[Run, Client]) -> None:
     run, client = stack
     text = run.stack.read_text().replace(
-        "[processes.math]", f'[processes.extra]\ncommand = ["{PY}", "{SVC}"]\n\n[processes.math]')
+        "[processes.math]", f'[processes.extra]\ncommand = ["{PY}", "{SVC}"]\n\n[processes.math]'
+    )
     # Write without the watcher seeing a partial file: rename into place.
     tmp = run.stack.with_suffix(".new")
     tmp.write_text(text)

@@ -87,7 +87,9 @@ def test_each_models_servers_start_after_its_init_published_with_only_its_own_ke
 
 
 def test_unit_whose_injected_key_has_no_source_never_starts(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [models.alpha]
 MARKET = "us"
 [processes.trade]
@@ -96,7 +98,8 @@ command = ["{PY}", "{SVC}", "--sleep", "60"]
 inject = ["SIGNATURE"]
 [processes.other]
 command = ["{PY}", "{SVC}", "--sleep", "60"]
-""")
+""",
+    )
     run = Run(stack)
     try:
         pending = run.event("alpha/trade", "pending")
@@ -111,13 +114,16 @@ command = ["{PY}", "{SVC}", "--sleep", "60"]
 def test_exit_78_fails_at_once_with_the_last_stderr_line_and_stops_the_stack(
     tmp_path: Path,
 ) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.trade]
 command = ["{PY}", "{SVC}", "--stderr", "trade: SIGNATURE environment variable is not set",
            "--sleep", "0", "--exit", "78"]
 [processes.math]
 command = ["{PY}", "{SVC}", "--sleep", "60"]
-""")
+""",
+    )
     run = Run(stack)
     failed = run.event("trade", "failed")
     assert failed["reason"] == "trade: SIGNATURE environment variable is not set"
@@ -127,24 +133,32 @@ command = ["{PY}", "{SVC}", "--sleep", "60"]
 
 
 def test_crash_loop_backs_off_then_fails(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.crashy]
 command = ["{PY}", "{SVC}", "--sleep", "0", "--exit", "3"]
 backoff_initial = 0.05
 max_failures = 3
-""")
+""",
+    )
     run = Run(stack)
     failed = run.event("crashy", "failed")
     assert failed["reason"].startswith("4 failures within 60 s; last: exited 3")
-    delays = [float(r["reason"].split("restarting in ")[1].split(" s")[0])
-              for r in run.events("crashy") if r["event"] == "backoff"]
+    delays = [
+        float(r["reason"].split("restarting in ")[1].split(" s")[0])
+        for r in run.events("crashy")
+        if r["event"] == "backoff"
+    ]
     assert len(delays) == 3
     assert delays[0] < delays[1] < delays[2]  # doubling beats ±20 % jitter
     assert run.wait() == 1
 
 
 def test_optional_unit_failure_keeps_the_rest_running(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.flaky]
 command = ["{PY}", "{SVC}", "--sleep", "0", "--exit", "1"]
 restart = "never"
@@ -154,14 +168,17 @@ command = ["{PY}", "{SVC}"]
 depends_on = {{ flaky = "ready" }}
 [processes.steady]
 command = ["{PY}", "{SVC}", "--sleep", "60"]
-""")
+""",
+    )
     run = Run(stack)
     try:
         run.event("flaky", "failed")
         run.event("steady", "running", ready=True)
         pending = run.event("needs_flaky", "pending", timeout=5)
-        wait_until(lambda: any(r.get("reason") == "flaky failed"
-                               for r in run.events("needs_flaky")), "needs_flaky blocked")
+        wait_until(
+            lambda: any(r.get("reason") == "flaky failed" for r in run.events("needs_flaky")),
+            "needs_flaky blocked",
+        )
         assert run.proc.poll() is None
     finally:
         assert run.stop() == 0
@@ -169,7 +186,9 @@ command = ["{PY}", "{SVC}", "--sleep", "60"]
 
 
 def test_run_exits_0_when_only_finished_oneshots_are_left(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.migrate]
 oneshot = true
 command = ["{PY}", "{SVC}", "--sleep", "0"]
@@ -177,7 +196,8 @@ command = ["{PY}", "{SVC}", "--sleep", "0"]
 oneshot = true
 command = ["{PY}", "-c", "import sys; sys.stdout.write('no newline at the end')"]
 depends_on = {{ migrate = "completed" }}
-""")
+""",
+    )
     run = Run(stack)
     assert run.wait() == 0
     assert "no newline at the end" in run.lines("report")
@@ -186,14 +206,17 @@ depends_on = {{ migrate = "completed" }}
 def test_sigterm_takes_down_stubborn_trees(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.setsid_tree]
 command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "setsid", "--ignore-term"]
 stop_timeout = 0.5
 [processes.group_tree]
 command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group", "--ignore-term"]
 stop_timeout = 0.5
-""")
+""",
+    )
     run = Run(stack)
     pids = []
     for unit in ("setsid_tree", "group_tree"):
@@ -210,12 +233,15 @@ stop_timeout = 0.5
 def test_sigkill_of_the_supervisor_leaves_nothing_alive(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.a]
 command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "setsid", "--ignore-term"]
 [processes.b]
 command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group"]
-""")
+""",
+    )
     run = Run(stack)
     pids = []
     for unit in ("a", "b"):
@@ -225,15 +251,19 @@ command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group"]
         wait_until(grandchild.exists, f"{unit} grandchild pid")
         pids.append(int(grandchild.read_text()))
     run.kill()
-    wait_until(lambda: not [p for p in pids if pid_alive(p)], "every unit and grandchild gone",
-               timeout=10)
+    wait_until(
+        lambda: not [p for p in pids if pid_alive(p)], "every unit and grandchild gone", timeout=10
+    )
 
 
 def test_a_30_mb_line_flood_is_drained_and_the_unit_goes_on(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.flood]
 command = ["{PY}", "{SVC}", "--flood", "{30 * 1024 * 1024}", "--sleep", "60"]
-""")
+""",
+    )
     run = Run(stack)
     try:
         run.line("flood", "flood done", timeout=60)
@@ -245,12 +275,15 @@ command = ["{PY}", "{SVC}", "--flood", "{30 * 1024 * 1024}", "--sleep", "60"]
 
 
 def test_second_interrupt_forces_exit_130(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.stubborn]
 command = ["{PY}", "{SVC}", "--ignore-term"]
 stop_signal = "SIGTERM"
 stop_timeout = 60
-""")
+""",
+    )
     run = Run(stack)
     pid = run.pid("stubborn")
     run.event("stubborn", "running", ready=True)
@@ -262,13 +295,16 @@ stop_timeout = 60
 
 
 def test_secret_values_are_masked_in_output(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [env]
 SERVICE_PASSWORD = "hunter2-long"
 [processes.talker]
 oneshot = true
 command = ["{PY}", "-c", "import os; print('pw is', os.environ['SERVICE_PASSWORD'])"]
-""")
+""",
+    )
     run = Run(stack)
     assert run.wait() == 0
     assert "pw is ***" in run.lines("talker")
@@ -283,7 +319,9 @@ def test_readiness_by_http_log_exec_and_notify(tmp_path: Path) -> None:
         "s.sendto(b'STATUS=warming\\nREADY=1', os.environ['NOTIFY_SOCKET'])\n"
         "time.sleep(60)\n"
     )
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.web]
 command = "{PY} -m http.server ${{port}} --bind 127.0.0.1"
 port = "auto"
@@ -302,7 +340,8 @@ command = ["{PY}", "{SVC}", "--sleep", "60"]
 ready = {{ log = "will not appear", within = 0.5 }}
 restart = "never"
 required = false
-""")
+""",
+    )
     run = Run(stack)
     try:
         for unit in ("web", "logger", "notifier", "checked"):
@@ -319,9 +358,9 @@ def test_procfile_runs_with_honcho_ports_and_an_exit_0_tears_nothing_down(
     (tmp_path / ".env").write_text("GREETING=hello from dotenv\n")
     (tmp_path / "Procfile").write_text(
         "# a comment\n\n"
-        "web: echo \"web on $PORT $GREETING\" && exec sleep 60\n"
-        "worker: echo \"worker on $PORT\"\n"
-        "clock: echo \"clock on $PORT\" && exec sleep 60\n"
+        'web: echo "web on $PORT $GREETING" && exec sleep 60\n'
+        'worker: echo "worker on $PORT"\n'
+        'clock: echo "clock on $PORT" && exec sleep 60\n'
     )
     run = Run(tmp_path / "Procfile", env={"PORT": ""})
     try:
@@ -367,11 +406,14 @@ def test_command_not_found_fails_with_a_clear_reason(tmp_path: Path) -> None:
 def test_the_supervisor_does_not_leak_its_own_unit_variables(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    stack = write_stack(tmp_path, f"""
+    stack = write_stack(
+        tmp_path,
+        f"""
 [processes.inner]
 oneshot = true
 command = ["{PY}", "{SVC}", "--dump", "{out}", "--sleep", "0"]
-""")
+""",
+    )
     run = Run(stack, env={"SUPERVISE_MODEL": "outer", "NOTIFY_SOCKET": "/nope"})
     assert run.wait() == 0
     env = dumped(out, "inner")

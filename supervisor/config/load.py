@@ -71,8 +71,14 @@ def find_stack_file(directory: Path) -> Path:
     if procfile.is_file():
         return procfile
     raise ConfigError(
-        [Problem(str(directory), "", f"no {STACK_FILE}, [tool.supervise] in {PYPROJECT}, "
-                 f"or {PROCFILE} here; pass -c FILE")]
+        [
+            Problem(
+                str(directory),
+                "",
+                f"no {STACK_FILE}, [tool.supervise] in {PYPROJECT}, "
+                f"or {PROCFILE} here; pass -c FILE",
+            )
+        ]
     )
 
 
@@ -154,8 +160,11 @@ def _read_env_files(stack: Stack, path: Path) -> tuple[dict[str, str], list[Path
         if not env_path.is_file():
             if explicit:
                 problems.append(
-                    Problem(str(path), f"supervise.env_files[{index}]",
-                            f"env file {str(env_path)!r} does not exist")
+                    Problem(
+                        str(path),
+                        f"supervise.env_files[{index}]",
+                        f"env file {str(env_path)!r} does not exist",
+                    )
                 )
             continue
         for key, value in dotenv_values(env_path, interpolate=False).items():

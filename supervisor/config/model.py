@@ -181,7 +181,7 @@ class Settings(_Strict):
 class Stack(_Strict):
     """A whole stack file."""
 
-    supervise: Settings = Settings()
+    supervise: Settings = Field(default_factory=lambda: Settings.model_validate({}))
     env: dict[EnvKey, EnvValue] = {}
     models: dict[str, dict[EnvKey, EnvValue]] = {}
     processes: dict[str, Process] = {}
@@ -194,9 +194,7 @@ class Stack(_Strict):
                 raise ValueError(f"model name {name!r} is invalid: {NAME_RULE}")
             signature = keys.get("SIGNATURE")
             if signature is not None and not is_safe_name(signature):
-                raise ValueError(
-                    f"models.{name}.SIGNATURE {signature!r} is invalid: {NAME_RULE}"
-                )
+                raise ValueError(f"models.{name}.SIGNATURE {signature!r} is invalid: {NAME_RULE}")
         return value
 
     @field_validator("processes")

@@ -80,8 +80,13 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer:
         try:
             with anyio.fail_after(REQUEST_TIMEOUT):
                 request = await _read_request(conn, stream, peer)
-        except (TimeoutError, h11.RemoteProtocolError, anyio.BrokenResourceError,
-                anyio.EndOfStream, ApiError) as exc:
+        except (
+            TimeoutError,
+            h11.RemoteProtocolError,
+            anyio.BrokenResourceError,
+            anyio.EndOfStream,
+            ApiError,
+        ) as exc:
             if isinstance(exc, ApiError) and conn.our_state is h11.SEND_RESPONSE:
                 await _send_json(conn, stream, exc.status, _error_body(exc))
             return
@@ -138,8 +143,12 @@ async def _send_json(
     headers: list[tuple[str, str]] | None = None,
 ) -> None:
     payload = (json.dumps(body) + "\n").encode()
-    head = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-            ("Connection", "close"), *(headers or [])]
+    head = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(payload))),
+        ("Connection", "close"),
+        *(headers or []),
+    ]
     try:
         await stream.send(conn.send(h11.Response(status_code=status, headers=head)))
         await stream.send(conn.send(h11.Data(data=payload)))
@@ -148,11 +157,15 @@ async def _send_json(
         return
 
 
-async def _send_stream(conn: h11.Connection, stream: anyio.abc.ByteStream,
-                       response: Response) -> None:
+async def _send_stream(
+    conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response
+) -> None:
     assert response.stream is not None
-    head = [("Content-Type", "application/x-ndjson"), ("Transfer-Encoding", "chunked"),
-            ("Connection", "close")]
+    head = [
+        ("Content-Type", "application/x-ndjson"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+    ]
     try:
         await stream.send(conn.send(h11.Response(status_code=response.status, headers=head)))
         async for item in response.stream:
@@ -162,8 +175,9 @@ async def _send_stream(conn: h11.Connection, stream: anyio.abc.ByteStream,
         return
 
 
-async def serve(listener: anyio.abc.Listener[Any], handler: Handler,
-                peer_of: Callable[[Any], Any]) -> None:
+async def serve(
+    listener: anyio.abc.Listener[Any], handler: Handler, peer_of: Callable[[Any], Any]
+) -> None:
     """Serve every connection of `listener` until cancelled."""
 
     async def one(stream: Any) -> None:

@@ -83,7 +83,7 @@ def identify(supervisor: LiveSupervisor, pid: int | None) -> Caller:
         environ = []
     for var in environ:
         if var.startswith(b"SUPERVISE_ENV="):
-            runtime = by_file.get(var[len(b"SUPERVISE_ENV="):].decode(errors="replace"))
+            runtime = by_file.get(var[len(b"SUPERVISE_ENV=") :].decode(errors="replace"))
             if runtime is not None:
                 return Caller(pid, runtime, True)
     leaders = {r.child.pid: r for r in supervisor.units.values() if r.child is not None}
@@ -121,8 +121,9 @@ def _tree_usage(runtime: UnitRuntime) -> tuple[float | None, int | None]:
     return round(cpu, 2), rss
 
 
-def status_document(supervisor: LiveSupervisor, *, full: bool, usage: bool = True
-                    ) -> dict[str, Any]:
+def status_document(
+    supervisor: LiveSupervisor, *, full: bool, usage: bool = True
+) -> dict[str, Any]:
     units = []
     for runtime in supervisor.units.values():
         record = supervisor.unit_status(runtime)
@@ -130,8 +131,11 @@ def status_document(supervisor: LiveSupervisor, *, full: bool, usage: bool = Tru
             record["cpu"], record["rss"] = _tree_usage(runtime)
         units.append(record)
     document: dict[str, Any] = {
-        "supervisor": {"pid": os.getpid(), "stack": str(supervisor.loaded.file),
-                       "socket": supervisor.socket_path},
+        "supervisor": {
+            "pid": os.getpid(),
+            "stack": str(supervisor.loaded.file),
+            "socket": supervisor.socket_path,
+        },
         "units": units,
         "config_error": supervisor.config_error or None,
     }
@@ -207,8 +211,7 @@ class ControlApi:
         if parts[:1] == ["models"] and len(parts) == 2 and method == "DELETE":
             self._forbid(caller, f"drop model {parts[1]}")
             return Response(body=await self.sv.drop(parts[1]))
-        if parts[:1] == ["models"] and len(parts) == 3 and parts[2] == "keys" \
-                and method == "POST":
+        if parts[:1] == ["models"] and len(parts) == 3 and parts[2] == "keys" and method == "POST":
             model = parts[1]
             if not caller.operator and (caller.unit is None or caller.unit.unit.model != model):
                 self._forbid(caller, f"change model {model}'s keys")
@@ -220,8 +223,7 @@ class ControlApi:
             wait = body.get("wait", True)
             if not isinstance(wait, bool):
                 raise ApiError(422, "invalid", f"wait must be true or false, got {wait!r}")
-            answer = await self.sv.set_keys(model, keys, unset, wait=wait,
-                                            timeout=_timeout(body))
+            answer = await self.sv.set_keys(model, keys, unset, wait=wait, timeout=_timeout(body))
             return Response(body=answer)
         if parts == ["reload"] and method == "POST":
             self._forbid(caller, "reload the stack")
@@ -247,8 +249,9 @@ class ControlApi:
         follow = request.flag("follow")
         return Response(stream=self._log_stream(recent, unit, follow))
 
-    async def _log_stream(self, recent: list[LogRecord], unit: str | None, follow: bool
-                          ) -> AsyncIterator[dict[str, Any]]:
+    async def _log_stream(
+        self, recent: list[LogRecord], unit: str | None, follow: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         from supervisor.output import mask
 
         secrets = self.sv.printer.secrets
@@ -266,22 +269,34 @@ class ControlApi:
         receive = self.sv.subscribe()
         async with receive:
             async for event in receive:
-                yield {"ts": event.ts, "unit": event.unit, "state": str(event.new.state),
-                       "ready": event.new.ready, "pid": event.new.pid,
-                       "reason": event.new.reason}
+                yield {
+                    "ts": event.ts,
+                    "unit": event.unit,
+                    "state": str(event.new.state),
+                    "ready": event.new.ready,
+                    "pid": event.new.pid,
+                    "reason": event.new.reason,
+                }
 
 
 def _log_json(record: LogRecord, secrets: list[str], mask: Any) -> dict[str, Any]:
-    return {"ts": record.ts, "unit": record.unit, "stream": record.stream,
-            "line": mask(record.line, secrets)}
+    return {
+        "ts": record.ts,
+        "unit": record.unit,
+        "stream": record.stream,
+        "line": mask(record.line, secrets),
+    }
 
 
 def _fields(request: Request, allowed: set[str]) -> dict[str, Any]:
     body = request.json()
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; allowed: "
-                       f"{', '.join(sorted(allowed))}")
+        raise ApiError(
+            400,
+            "bad_request",
+            f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
+        )
     return body
 
 
@@ -318,8 +333,11 @@ class HealthApi:
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
-            raise ApiError(405, "method_not_allowed",
-                           "this port is read-only; changes go through the control socket")
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                "this port is read-only; changes go through the control socket",
+            )
         if request.path == "/healthz":
             return Response(body={"status": "ok", "time": time.time()})
         if request.path == "/readyz":
@@ -343,8 +361,15 @@ def _prepare_socket(path: Path, stack_file: str) -> None:
         except OSError:
             path.unlink()  # stale: its supervisor is gone
         else:
-            raise ConfigError([Problem(stack_file, "supervise.control_socket",
-                                       f"another supervisor is running on {path}")])
+            raise ConfigError(
+                [
+                    Problem(
+                        stack_file,
+                        "supervise.control_socket",
+                        f"another supervisor is running on {path}",
+                    )
+                ]
+            )
         finally:
             probe.close()
 
@@ -361,11 +386,19 @@ async def start_servers(supervisor: LiveSupervisor, tg: anyio.abc.TaskGroup) -> 
     if address:
         host, _, port = address.rpartition(":")
         try:
-            tcp = await anyio.create_tcp_listener(local_host=host, local_port=int(port),
-                                                  reuse_port=False)
+            tcp = await anyio.create_tcp_listener(
+                local_host=host, local_port=int(port), reuse_port=False
+            )
         except OSError as exc:
-            raise ConfigError([Problem(str(supervisor.loaded.file), "supervise.http",
-                                       f"cannot listen on {address}: {exc.strerror}")]) from exc
+            raise ConfigError(
+                [
+                    Problem(
+                        str(supervisor.loaded.file),
+                        "supervise.http",
+                        f"cannot listen on {address}: {exc.strerror}",
+                    )
+                ]
+            ) from exc
         bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
         supervisor.printer.note(f"health and status on http://{host}:{bound}/readyz")
         tg.start_soon(serve, tcp, HealthApi(supervisor).handle, lambda _s: None)

@@ -76,7 +76,9 @@ def main() -> int:
             sessions.discard(int(text[1:]))
     killed = sweep(sessions, marker)
     if killed:
-        print(f"supervise guard: killed {killed} process(es) left by the supervisor", file=sys.stderr)
+        print(
+            f"supervise guard: killed {killed} process(es) left by the supervisor", file=sys.stderr
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ check.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterable
@@ -98,10 +99,8 @@ def signal_all(procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def stop_tree(

@@ -12,10 +12,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -28,7 +29,6 @@ from supervisor.runtime.supervisor import Supervisor
 from supervisor.runtime.unit import UnitRuntime
 from supervisor.state import State
 
-
 # How often the file watcher's thread comes back to see whether it should stop; bounds
 # how long a shutdown waits for it.
 WATCH_POLL_MS = 1000
@@ -37,8 +37,14 @@ WATCH_POLL_MS = 1000
 class ControlError(Exception):
     """A control request that cannot be done; `code` maps to an HTTP status."""
 
-    STATUS = {"bad_request": 400, "forbidden": 403, "not_found": 404, "conflict": 409,
-              "invalid": 422, "invalid_config": 422}
+    STATUS: ClassVar[dict[str, int]] = {
+        "bad_request": 400,
+        "forbidden": 403,
+        "not_found": 404,
+        "conflict": 409,
+        "invalid": 422,
+        "invalid_config": 422,
+    }
 
     def __init__(self, code: str, message: str) -> None:
         self.code, self.message = code, message
@@ -60,8 +66,9 @@ class Batch:
 
 
 class LiveSupervisor(Supervisor):
-    def __init__(self, loaded: LoadedStack, printer: Any, *, only_models: Iterable[str] = ()
-                 ) -> None:
+    def __init__(
+        self, loaded: LoadedStack, printer: Any, *, only_models: Iterable[str] = ()
+    ) -> None:
         self.only_models = list(only_models)
         self.dropped: set[str] = set()
         self.config_error: str = ""
@@ -135,8 +142,9 @@ class LiveSupervisor(Supervisor):
         if self._shutting_down:
             return
         if changed:
-            self.printer.note("restarting " + ", ".join(r.name for r in changed)
-                              + " (rendering changed)")
+            self.printer.note(
+                "restarting " + ", ".join(r.name for r in changed) + " (rendering changed)"
+            )
         await self.stop_units(changed)
         for runtime in changed:
             runtime.failures.reset()
@@ -150,8 +158,12 @@ class LiveSupervisor(Supervisor):
         # the caller waits for them too.
         context = self.render_context()
         for runtime in self.units.values():
-            if (runtime.status.state is State.PENDING and runtime.has_task
-                    and runtime not in changed and self._blocked(runtime)[0] is None):
+            if (
+                runtime.status.state is State.PENDING
+                and runtime.has_task
+                and runtime not in changed
+                and self._blocked(runtime)[0] is None
+            ):
                 try:
                     render(runtime.unit, context)
                 except (MissingModelKey, UnresolvedReference):
@@ -163,8 +175,9 @@ class LiveSupervisor(Supervisor):
         await self.wait_settled(batch.restarted, batch.generations)
         batch.done.set()
 
-    async def wait_settled(self, names: Iterable[str], after: Mapping[str, int],
-                           timeout: float | None = None) -> dict[str, str]:
+    async def wait_settled(
+        self, names: Iterable[str], after: Mapping[str, int], timeout: float | None = None
+    ) -> dict[str, str]:
         """Wait until each unit is ready (or completed) in an instance newer than
         `after[name]`, or failed; returns {unit: reason} for those that did not make it."""
         pending = list(names)
@@ -197,8 +210,11 @@ class LiveSupervisor(Supervisor):
         if status.state is State.RUNNING and status.ready and newer:
             return ""
         if status.state is State.EXITED and newer:
-            return "" if status.exit_code == 0 or not runtime.unit.spec.oneshot else \
-                f"exited {status.exit_code}"
+            return (
+                ""
+                if status.exit_code == 0 or not runtime.unit.spec.oneshot
+                else f"exited {status.exit_code}"
+            )
         if status.state is State.STOPPED and runtime.user_stopped:
             return "stopped by a user"
         if status.state is State.PENDING:
@@ -211,11 +227,19 @@ class LiveSupervisor(Supervisor):
 
     def _require_model(self, model: str) -> None:
         if model not in self.models:
-            raise ControlError("not_found", f"unknown model {model!r}; running: "
-                               f"{', '.join(self.models) or 'none'}")
+            raise ControlError(
+                "not_found", f"unknown model {model!r}; running: {', '.join(self.models) or 'none'}"
+            )
 
-    async def set_keys(self, model: str, keys: Mapping[str, str], unset: Iterable[str] = (),
-                       *, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    async def set_keys(
+        self,
+        model: str,
+        keys: Mapping[str, str],
+        unset: Iterable[str] = (),
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Change a model's runtime config; with `wait`, return once every restarted unit
         is ready again (or has failed)."""
         self._require_model(model)
@@ -235,8 +259,7 @@ class LiveSupervisor(Supervisor):
             self.published.get(model, {}).pop(key, None)
         after = self.model_keys(model)
         changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
-        answer: dict[str, Any] = {"model": model, "changed": changed, "restarted": [],
-                                  "failed": {}}
+        answer: dict[str, Any] = {"model": model, "changed": changed, "restarted": [], "failed": {}}
         if not changed:
             answer["message"] = "nothing changed"
             return answer
@@ -251,12 +274,17 @@ class LiveSupervisor(Supervisor):
             await batch.done.wait()
         answer["restarted"] = batch.restarted
         if not batch.done.is_set():
-            answer["failed"] = {name: f"not ready within {timeout:g} s" for name in
-                                batch.restarted if self._verdict(name, batch.generations.get(
-                                    name, -1)) != ""}
+            answer["failed"] = {
+                name: f"not ready within {timeout:g} s"
+                for name in batch.restarted
+                if self._verdict(name, batch.generations.get(name, -1)) != ""
+            }
         else:
-            answer["failed"] = {name: v for name in batch.restarted
-                                if (v := self._verdict(name, batch.generations[name]))}
+            answer["failed"] = {
+                name: v
+                for name in batch.restarted
+                if (v := self._verdict(name, batch.generations[name]))
+            }
         return answer
 
     # ----------------------------------------------------------------- models
@@ -272,8 +300,9 @@ class LiveSupervisor(Supervisor):
         self.printer.set_units(self.units)
         return added
 
-    async def launch(self, model: str, keys: Mapping[str, str], *,
-                     timeout: float | None = None) -> dict[str, Any]:
+    async def launch(
+        self, model: str, keys: Mapping[str, str], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         try:
             validate_model(model, keys)
         except InvalidValue as exc:
@@ -333,8 +362,10 @@ class LiveSupervisor(Supervisor):
     async def start_unit(self, name: str, timeout: float | None = None) -> dict[str, Any]:
         runtime = self.unit(name)
         if runtime.has_task and not runtime.user_stopped:
-            return {"unit": name, "message": f"{name} is already {runtime.status.state}; "
-                    "nothing to do"}
+            return {
+                "unit": name,
+                "message": f"{name} is already {runtime.status.state}; nothing to do",
+            }
         runtime.user_stopped = False
         runtime.failures.reset()
         generation = runtime.generation
@@ -344,8 +375,10 @@ class LiveSupervisor(Supervisor):
     async def restart_unit(self, name: str, timeout: float | None = None) -> dict[str, Any]:
         runtime = self.unit(name)
         if runtime.status.state is State.PENDING and runtime.has_task:
-            return {"unit": name, "message": f"{name} is pending ({runtime.status.reason}); "
-                    "nothing to restart"}
+            return {
+                "unit": name,
+                "message": f"{name} is pending ({runtime.status.reason}); nothing to restart",
+            }
         async with self._apply_lock:
             generation = runtime.generation
             await self.stop_task(runtime)
@@ -355,14 +388,18 @@ class LiveSupervisor(Supervisor):
             self.start_task(runtime)
         return await self._wait_one(name, generation, timeout, "restarted")
 
-    async def _wait_one(self, name: str, generation: int, timeout: float | None,
-                        verb: str) -> dict[str, Any]:
+    async def _wait_one(
+        self, name: str, generation: int, timeout: float | None, verb: str
+    ) -> dict[str, Any]:
         failed = await self.wait_settled([name], {name: generation}, timeout)
         if failed:
             return {"unit": name, "failed": failed, "message": f"{name} {failed[name]}"}
         runtime = self.unit(name)
-        return {"unit": name, "message": f"{name} {verb}: {runtime.status.describe()}",
-                "status": self.unit_status(runtime)}
+        return {
+            "unit": name,
+            "message": f"{name} {verb}: {runtime.status.describe()}",
+            "status": self.unit_status(runtime),
+        }
 
     # ----------------------------------------------------------------- reload
 
@@ -370,8 +407,7 @@ class LiveSupervisor(Supervisor):
         """Re-read the stack file; a bad one changes nothing and raises ControlError."""
         try:
             loaded = load_stack(self.loaded.file, self.loaded.environ)
-            review = review_stack(loaded, [m for m in self.only_models if m in
-                                           loaded.stack.models])
+            review = review_stack(loaded, [m for m in self.only_models if m in loaded.stack.models])
             if review.problems:
                 raise ConfigError(review.problems)
         except ConfigError as exc:
@@ -384,17 +420,22 @@ class LiveSupervisor(Supervisor):
         batch = self.request_apply()
         await batch.applied.wait()
         summary["restarted"] = batch.restarted
-        self.printer.note("reloaded " + "; ".join(
-            f"{k}: {', '.join(v)}" for k, v in summary.items() if v) if any(
-            summary.values()) else "reloaded: nothing changed")
+        self.printer.note(
+            "reloaded " + "; ".join(f"{k}: {', '.join(v)}" for k, v in summary.items() if v)
+            if any(summary.values())
+            else "reloaded: nothing changed"
+        )
         return summary
 
     async def _adopt(self, loaded: LoadedStack) -> dict[str, Any]:
         old_processes = self.loaded.stack.processes
         new_processes = loaded.stack.processes
         only = self.only_models
-        file_models = {n: dict(k) for n, k in loaded.stack.models.items()
-                       if (not only or n in only) and n not in self.dropped}
+        file_models = {
+            n: dict(k)
+            for n, k in loaded.stack.models.items()
+            if (not only or n in only) and n not in self.dropped
+        }
         launched = [m for m in self.models if m not in self.file_models]
         models = list(file_models) + [m for m in launched if m not in file_models]
         wanted = expand(new_processes, models)
@@ -406,10 +447,10 @@ class LiveSupervisor(Supervisor):
         self.loaded = loaded
         self.file_models = file_models
         self.models = models
-        added = []
+        added: list[UnitRuntime] = []
         for name, unit in wanted.items():
-            runtime = self.units.get(name)
-            if runtime is None:
+            existing = self.units.get(name)
+            if existing is None:
                 added.append(self._add_unit(unit))
                 continue
             old_port = old_processes[unit.process].port
@@ -419,7 +460,7 @@ class LiveSupervisor(Supervisor):
                     self.ports[name] = _free_port()
                 elif unit.spec.port is not None:
                     self.ports[name] = unit.spec.port
-            runtime.unit = unit
+            existing.unit = unit
         self.units = {n: self.units[n] for n in wanted if n in self.units}
         self.printer.set_units(self.units)
         self.printer.set_secrets(self._secret_values())
@@ -433,10 +474,8 @@ class LiveSupervisor(Supervisor):
         return {"added": [r.name for r in added], "removed": [r.name for r in removed]}
 
     async def on_sighup(self) -> None:
-        try:
+        with contextlib.suppress(ControlError):
             await self.reload()
-        except ControlError:
-            pass
 
     async def _watch_files(self) -> None:
         """Apply edits of the stack file and env files as reloads."""
@@ -448,15 +487,18 @@ class LiveSupervisor(Supervisor):
             if not directories:
                 return
             stop = self._watch_stop = anyio.Event()
-            async for changes in awatch(*directories, stop_event=stop, debounce=50,
-                                        step=20, recursive=False,
-                                        rust_timeout=WATCH_POLL_MS):
+            async for changes in awatch(
+                *directories,
+                stop_event=stop,
+                debounce=50,
+                step=20,
+                recursive=False,
+                rust_timeout=WATCH_POLL_MS,
+            ):
                 if any(Path(path).resolve() in watched for _, path in changes):
                     self.printer.note("stack or env file changed: reloading")
-                    try:
+                    with contextlib.suppress(ControlError):
                         await self.reload()
-                    except ControlError:
-                        pass
                     if {Path(p).resolve() for p in self.loaded.watched} != watched:
                         stop.set()  # env_files changed: watch the new set
 
@@ -465,5 +507,3 @@ def _free_port() -> int:
     from supervisor.runtime.supervisor import free_port
 
     return free_port()
-
-

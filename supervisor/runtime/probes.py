@@ -4,8 +4,7 @@ the whole wait by `within`. Readiness is an event the caller awaits, never a sle
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -97,8 +96,9 @@ async def http_get_status(host: str, port: int, path: str, query: str = "") -> i
     target = path + (f"?{query}" if query else "")
     conn = h11.Connection(h11.CLIENT)
     async with await anyio.connect_tcp(host, port) as stream:
-        request = h11.Request(method="GET", target=target,
-                              headers=[("Host", host), ("Connection", "close")])
+        request = h11.Request(
+            method="GET", target=target, headers=[("Host", host), ("Connection", "close")]
+        )
         await stream.send(conn.send(request) + conn.send(h11.EndOfMessage()))
         while True:
             event = conn.next_event()
@@ -131,10 +131,8 @@ async def _exec(probe: RenderedProbe, ctx: ProbeContext) -> None:
         raise ProbeFailed(f"exec probe exited {child.returncode}")
 
 
-_ATTEMPTS: Mapping[str, Callable[[RenderedProbe, ProbeContext], object]] = {
+_ATTEMPTS: Mapping[str, Callable[[RenderedProbe, ProbeContext], Awaitable[None]]] = {
     "tcp": _tcp,
     "http": _http,
     "exec": _exec,
 }
-
-__all__ = ["ProbeContext", "ProbeTimeout", "http_get_status", "signal", "wait_ready"]

@@ -13,11 +13,13 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,8 +99,9 @@ class Supervisor:
         self.models: list[str] = list(self.file_models)
         self.units: dict[str, UnitRuntime] = {}
         self.ports: dict[str, int] = {}
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="supervise-",
-                                                 dir=os.environ.get("XDG_RUNTIME_DIR")))
+        self.runtime_dir = Path(
+            tempfile.mkdtemp(prefix="supervise-", dir=os.environ.get("XDG_RUNTIME_DIR"))
+        )
         self.socket_path = str(loaded.resolve_path(settings_value(loaded, "control_socket") or ""))
         self._changed = anyio.Event()
         self._end = anyio.Event()
@@ -376,7 +379,8 @@ class Supervisor:
         if runtime.notify_path is not None:
             runtime.notify_path.unlink(missing_ok=True)
             notify_sock = await anyio.create_unix_datagram_socket(
-                local_path=runtime.notify_path, local_mode=0o600)
+                local_path=runtime.notify_path, local_mode=0o600
+            )
         try:
             child = spawn(rendering.argv, rendering.environ, rendering.cwd, reaper=self.reaper)
         except SpawnError as exc:
@@ -401,13 +405,15 @@ class Supervisor:
                 if notify_sock is not None:
                     tg.start_soon(serve_notify, notify_sock, runtime, notified)
                 if not runtime.unit.spec.oneshot:
-                    context = ProbeContext(self.reaper, rendering.environ, rendering.cwd,
-                                           log_matched, notified)
+                    context = ProbeContext(
+                        self.reaper, rendering.environ, rendering.cwd, log_matched, notified
+                    )
                     tg.start_soon(self._become_ready, runtime, child, rendering, context, outcome)
                 await child.exited.wait()
                 # The leader is gone: end what it left behind, as systemd does.
-                await stop_tree(child.pid, runtime.marker, signal.SIGTERM,
-                                AFTER_EXIT_STOP_TIMEOUT, child.exited)
+                await stop_tree(
+                    child.pid, runtime.marker, signal.SIGTERM, AFTER_EXIT_STOP_TIMEOUT, child.exited
+                )
                 with anyio.move_on_after(DRAIN_AFTER_EXIT):
                     for event in drained:
                         await event.wait()
@@ -431,8 +437,13 @@ class Supervisor:
             await kill_tree(child.pid, runtime.marker, [], child.exited)
         else:
             with anyio.move_on_after(spec.stop_timeout + 2 * AFTER_EXIT_STOP_TIMEOUT):
-                await stop_tree(child.pid, runtime.marker, signal.Signals[spec.stop_signal],
-                                spec.stop_timeout, child.exited)
+                await stop_tree(
+                    child.pid,
+                    runtime.marker,
+                    signal.Signals[spec.stop_signal],
+                    spec.stop_timeout,
+                    child.exited,
+                )
             if child.returncode is None:
                 await kill_tree(child.pid, runtime.marker, [], child.exited)
         self._set(runtime, State.STOPPED, pid=child.pid, exit_code=child.returncode)
@@ -476,8 +487,13 @@ class Supervisor:
 
     async def _kill_for(self, runtime: UnitRuntime, child: Child) -> None:
         spec = runtime.unit.spec
-        await stop_tree(child.pid, runtime.marker, signal.Signals[spec.stop_signal],
-                        spec.stop_timeout, child.exited)
+        await stop_tree(
+            child.pid,
+            runtime.marker,
+            signal.Signals[spec.stop_signal],
+            spec.stop_timeout,
+            child.exited,
+        )
 
     def _take_published(self, runtime: UnitRuntime) -> None:
         keys = read_published(runtime.name, runtime.env_file)
@@ -485,8 +501,9 @@ class Supervisor:
             return
         model = runtime.unit.model
         if model is None:
-            self.printer.note(f"{runtime.name} published {sorted(keys)}, but a global unit "
-                              "has no model: ignored")
+            self.printer.note(
+                f"{runtime.name} published {sorted(keys)}, but a global unit has no model: ignored"
+            )
             return
         current = self.published.setdefault(model, {})
         changed = {k: v for k, v in keys.items() if current.get(k) != v}
@@ -509,7 +526,8 @@ class Supervisor:
         if outcome.fatal:
             self._set(runtime, State.FAILED, reason=outcome.fatal, exit_code=code)
             return False
-        assert child is not None and code is not None
+        assert child is not None
+        assert code is not None
         now = anyio.current_time()
         if code == EX_CONFIG:
             reason = runtime.last_stderr or "exited 78: configuration error"
@@ -526,7 +544,8 @@ class Supervisor:
         ran = now - outcome.started_at
         why = _describe_exit(code) if not outcome.probe_error else outcome.probe_error
         again = should_restart(spec.restart, code, spec.oneshot) or (
-            bool(outcome.probe_error) and spec.restart != "never")
+            bool(outcome.probe_error) and spec.restart != "never"
+        )
         # An exit 0 is a failure only when the unit is to run again and died young
         # (restart = "always" on a command that returns at once): it must back off.
         died_young = ran < spec.start_seconds and runtime.ready_at is None
@@ -541,14 +560,22 @@ class Supervisor:
             return False
         if runtime.failures.exceeded(now):
             count = runtime.failures.count(now)
-            self._set(runtime, State.FAILED, exit_code=code,
-                      reason=f"{count} failures within {spec.failure_window:g} s; last: {why}")
+            self._set(
+                runtime,
+                State.FAILED,
+                exit_code=code,
+                reason=f"{count} failures within {spec.failure_window:g} s; last: {why}",
+            )
             return False
-        delay = backoff_delay(runtime.failures.count(now), spec.backoff_initial,
-                              spec.backoff_max) if failure else 0.0
+        delay = (
+            backoff_delay(runtime.failures.count(now), spec.backoff_initial, spec.backoff_max)
+            if failure
+            else 0.0
+        )
         runtime.restarts += 1
-        self._set(runtime, State.BACKOFF, exit_code=code,
-                  reason=f"{why}; restarting in {delay:.2f} s")
+        self._set(
+            runtime, State.BACKOFF, exit_code=code, reason=f"{why}; restarting in {delay:.2f} s"
+        )
         await anyio.sleep(delay)
         return True
 
@@ -623,20 +650,17 @@ class Supervisor:
     def _guard_write(self, text: str) -> None:
         if self._guard is None or self._guard.stdin is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._guard.stdin.fileno(), text.encode())
-        except OSError:
-            pass
 
     def _stop_guard(self) -> None:
         if self._guard is None:
             return
         if self._guard.stdin is not None:
             self._guard.stdin.close()
-        try:
+        # A guard that lingers past the timeout still ends on its own.
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._guard.wait(GUARD_EXIT_TIMEOUT)
-        except Exception:
-            pass
 
     # ----------------------------------------------------------------- views
 
@@ -649,14 +673,16 @@ class Supervisor:
             "model": runtime.unit.model,
             "state": str(status.state),
             "ready": status.ready,
-            "pid": status.pid if status.state in (State.RUNNING, State.STARTING,
-                                                  State.STOPPING) else None,
+            "pid": status.pid
+            if status.state in (State.RUNNING, State.STARTING, State.STOPPING)
+            else None,
             "port": self.ports.get(runtime.name),
             "restarts": runtime.restarts,
             "exit_code": status.exit_code,
             "reason": status.reason or runtime.status_text,
             "uptime": (now - runtime.started_at)
-            if runtime.started_at is not None and status.state is State.RUNNING else None,
+            if runtime.started_at is not None and status.state is State.RUNNING
+            else None,
             "required": runtime.unit.spec.required,
         }
         return record

@@ -86,9 +86,7 @@ class UnitRuntime:
         return f"<{self.name} {self.status.describe()}>"
 
 
-async def drain(
-    fd: int, on_line: Callable[[str], None], *, max_line: int = MAX_LINE
-) -> None:
+async def drain(fd: int, on_line: Callable[[str], None], *, max_line: int = MAX_LINE) -> None:
     """Read `fd` to end-of-file, calling `on_line` per line; never leaves a pipe unread.
 
     A final line without a newline is delivered at end-of-file; a line longer than

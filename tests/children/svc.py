@@ -5,7 +5,8 @@ DIR/<unit>.json; --publish K=V appends to $SUPERVISE_ENV; --stderr TEXT prints a
 stderr; --flood N writes N bytes to stdout without a newline; --tree setsid|group starts a
 grandchild (in a new session, or in this process group) that ignores SIGTERM and records
 its pid in DIR/<unit>.grandchild; --ignore-term ignores SIGTERM; --listen serves TCP on
-$PORT after --delay S (answers one line: unit pid SIGNATURE); --exit CODE exits with CODE after --sleep S.
+$PORT after --delay S (answers one line: unit pid SIGNATURE); --exit CODE exits with
+CODE after --sleep S.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import sys
 import time
 
 GRANDCHILD = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('gc up', flush=True); "
-    "time.sleep(3600)"
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('gc up', flush=True); time.sleep(3600)"
 )
 
 
