@@ -1,0 +1,189 @@
+"""Pure parts, table-driven: interpolation, Procfiles, publishing, policy, states, plan."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from supervisor.config.interpolate import TemplateSyntaxError, interpolate
+from supervisor.config.model import Process
+from supervisor.config.procfile import parse_procfile
+from supervisor.errors import MissingModelKey, UnresolvedReference
+from supervisor.plan import RenderContext, expand, find_cycle, levels, render
+from supervisor.policy import FailureWindow, backoff_delay, should_restart
+from supervisor.runtime.publish import PublishError, parse_published
+from supervisor.state import IllegalTransition, State, Status, advance
+
+VARS = {"HOME": "/home/x", "EMPTY": "", "PORT": "8080"}
+
+INTERPOLATION = [
+    ("plain text", "plain text"),
+    ("${HOME}/bin", "/home/x/bin"),
+    ("${MISSING:-fallback}", "fallback"),
+    ("${EMPTY:-fallback}", "fallback"),
+    ("${EMPTY}", ""),
+    ("$$HOME", "$HOME"),
+    ("cost $$5 and ${PORT}", "cost $5 and 8080"),
+    ("$HOME stays", "$HOME stays"),
+    ("a${PORT}b${PORT}c", "a8080b8080c"),
+    ("${MISSING:-}", ""),
+]
+
+
+@pytest.mark.parametrize(("template", "expected"), INTERPOLATION)
+def test_interpolation_renders(template: str, expected: str) -> None:
+    assert interpolate(template, VARS.get) == expected
+
+
+@pytest.mark.parametrize("template", ["${", "a ${oops", "${}", "${1BAD}", "${a b}"])
+def test_malformed_templates_are_errors(template: str) -> None:
+    with pytest.raises(TemplateSyntaxError):
+        interpolate(template, VARS.get)
+
+
+def test_unresolved_name_is_an_error_not_an_empty_string() -> None:
+    with pytest.raises(KeyError, match="MISSING"):
+        interpolate("x ${MISSING}", VARS.get)
+
+
+PROCFILES = [
+    ("web: run web\nworker: run worker\n", {"web": 5000, "worker": 5100}, []),
+    ("# c\n\nweb: a\n\n# d\nclock: b\n", {"web": 5000, "clock": 5100}, []),
+    ("web: a\nweb: b\n", {"web": 5000}, ["line 2: duplicate process name 'web'"]),
+    ("web: a\n  nonsense here\n", {"web": 5000}, ["line 2: expected 'name: command'"]),
+    ("", {}, ["no processes"]),
+]
+
+
+@pytest.mark.parametrize(("text", "ports", "errors"), PROCFILES)
+def test_procfile_parsing(text: str, ports: dict[str, int], errors: list[str]) -> None:
+    table, problems = parse_procfile(text, "Procfile", 5000)
+    assert {n: p["port"] for n, p in table["processes"].items()} == ports
+    assert all(p["shell"] for p in table["processes"].values())
+    assert len(problems) == len(errors)
+    for problem, expected in zip(problems, errors, strict=True):
+        assert expected in str(problem)
+
+
+PUBLISHED = [
+    ("SIGNATURE=alpha-v1\n", {"SIGNATURE": "alpha-v1"}),
+    ("# comment\n\nA=1\nA=2\n", {"A": "2"}),
+    ("URL=http://x/?a=b\n", {"URL": "http://x/?a=b"}),
+    ("EMPTY=\n", {"EMPTY": ""}),
+]
+
+
+@pytest.mark.parametrize(("text", "keys"), PUBLISHED)
+def test_published_keys_are_parsed(text: str, keys: dict[str, str]) -> None:
+    assert parse_published("alpha/init", text) == keys
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("no equals sign\n", "line 1: expected KEY=VALUE"),
+        ("A=1\n1BAD=x\n", "line 2: key '1BAD' is invalid"),
+        ("SIGNATURE=../evil\n", "SIGNATURE '../evil' is invalid"),
+        ("SIGNATURE=a/b\n", "SIGNATURE 'a/b' is invalid"),
+    ],
+)
+def test_bad_published_lines_name_the_unit_and_line(text: str, message: str) -> None:
+    with pytest.raises(PublishError) as info:
+        parse_published("alpha/init", text)
+    assert str(info.value).startswith("alpha/init: SUPERVISE_ENV")
+    assert message in str(info.value)
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    rng = random.Random(7)
+    delays = [backoff_delay(n, 0.5, 4.0, rng) for n in range(1, 8)]
+    assert 0.4 <= delays[0] <= 0.6
+    assert 0.8 <= delays[1] <= 1.2
+    assert all(d <= 4.0 for d in delays)
+    assert delays[-1] >= 3.2
+    assert backoff_delay(0, 0.5, 4.0) == 0.0
+
+
+def test_failure_window_forgets_old_failures() -> None:
+    window = FailureWindow(limit=2, window=10.0)
+    for t in (0.0, 1.0, 2.0):
+        window.record(t)
+    assert window.exceeded(2.0)
+    assert not window.exceeded(11.5)
+    assert window.count(11.5) == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "oneshot", "again"),
+    [
+        ("always", 0, False, True),
+        ("always", 0, True, False),
+        ("on-failure", 0, False, False),
+        ("on-failure", 1, False, True),
+        ("on-failure", None, False, True),
+        ("never", 1, False, False),
+    ],
+)
+def test_restart_policy(policy: str, code: int | None, oneshot: bool, again: bool) -> None:
+    assert should_restart(policy, code, oneshot) is again
+
+
+def test_illegal_transitions_are_refused() -> None:
+    status = Status()
+    with pytest.raises(IllegalTransition):
+        advance("u", status, State.STOPPING)
+    running = advance("u", advance("u", status, State.STARTING), State.RUNNING, pid=4)
+    assert running.pid == 4
+    ready = advance("u", running, State.RUNNING, ready=True)
+    assert ready.ready
+    assert not advance("u", ready, State.STOPPING).ready
+
+
+def test_cycle_is_reported_as_a_path() -> None:
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"], "d": []}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["b"], "b": []}) is None
+
+
+def _process(**fields: object) -> Process:
+    return Process.model_validate({"command": "run", **fields})
+
+
+def test_expansion_and_levels_follow_dependencies() -> None:
+    processes = {
+        "agent": _process(per_model=True, depends_on={"trade": "ready"}),
+        "trade": _process(per_model=True, depends_on={"init": "completed", "math": "ready"}),
+        "init": _process(per_model=True, oneshot=True),
+        "math": _process(),
+    }
+    units = expand(processes, ["alpha", "beta"])
+    names = list(units)
+    assert names.index("alpha/init") < names.index("alpha/trade") < names.index("alpha/agent")
+    assert names.index("math") < names.index("beta/trade")
+    assert units["beta/trade"].depends_on == (("beta/init", "completed"), ("math", "ready"))
+    depth = levels(units)
+    assert depth["alpha/agent"] == 2
+    assert depth["math"] == depth["alpha/init"] == 0
+
+
+def test_rendering_injects_only_declared_keys_and_waits_for_missing_ones() -> None:
+    processes = {"trade": _process(per_model=True, inject=["SIGNATURE"], port="auto",
+                                   command="serve --port ${port} --model ${model}",
+                                   env={"MARKET": "${model.MARKET:-us}"})}
+    units = expand(processes, ["alpha"])
+    context = RenderContext(
+        base_dir="/srv", env_files={"FROM_FILE": "f"}, environ={"FROM_ENV": "e"},
+        stack_env={}, processes=processes, model_keys={"alpha": {"SIGNATURE": "a-v1",
+                                                                 "SECRET": "s"}},
+        ports={"alpha/trade": 4100}, unit_variables={},
+    )
+    rendering = render(units["alpha/trade"], context)
+    env = rendering.environ
+    assert rendering.argv == ("serve", "--port", "4100", "--model", "alpha")
+    assert (env["SIGNATURE"], env["PORT"], env["MARKET"]) == ("a-v1", "4100", "us")
+    assert (env["FROM_FILE"], env["FROM_ENV"]) == ("f", "e")
+    assert "SECRET" not in env
+    with pytest.raises(MissingModelKey, match="waiting for alpha SIGNATURE"):
+        render(units["alpha/trade"], RenderContext(**{**context.__dict__, "model_keys": {}}))
+    with pytest.raises(UnresolvedReference, match=r"alpha/trade: command: .*\$\{port\}"):
+        render(units["alpha/trade"], RenderContext(**{**context.__dict__, "ports": {}}))
