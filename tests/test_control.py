@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -349,3 +350,44 @@ def test_logs_shows_recent_lines(stack: tuple[Run, Client]) -> None:
     result = cli("logs", "math", "-c", str(run.stack))
     assert result.returncode == 0
     assert "math | up " in result.stdout
+
+
+def test_held_socket_refuses_no_connection_across_restarts(tmp_path: Path) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[processes.held]
+command = ["{PY}", "{SVC}", "--listen", "--delay", "0.1"]
+port = "auto"
+socket = true
+ready = {{ log = "^listening" }}
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("held", "running", ready=True)
+        port = Client(str(tmp_path / ".supervise" / "control.sock")).status("held")["port"]
+        refused, answered, pids = 0, 0, set()
+        stop = threading.Event()
+
+        def hammer() -> None:
+            nonlocal refused, answered
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    pids.add(ask(port).split()[1])
+                    answered += 1
+                except OSError:
+                    refused += 1
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        for _ in range(10):
+            assert cli("restart", "held", "-c", str(path)).returncode == 0
+        stop.set()
+        thread.join(70)
+        assert refused == 0
+        assert answered > 10
+        assert len(pids) >= 10  # every instance served from the same held socket
+    finally:
+        assert run.stop() == 0

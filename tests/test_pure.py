@@ -167,15 +167,25 @@ def test_expansion_and_levels_follow_dependencies() -> None:
 
 
 def test_rendering_injects_only_declared_keys_and_waits_for_missing_ones() -> None:
-    processes = {"trade": _process(per_model=True, inject=["SIGNATURE"], port="auto",
-                                   command="serve --port ${port} --model ${model}",
-                                   env={"MARKET": "${model.MARKET:-us}"})}
+    processes = {
+        "trade": _process(
+            per_model=True,
+            inject=["SIGNATURE"],
+            port="auto",
+            command="serve --port ${port} --model ${model}",
+            env={"MARKET": "${model.MARKET:-us}"},
+        )
+    }
     units = expand(processes, ["alpha"])
     context = RenderContext(
-        base_dir="/srv", env_files={"FROM_FILE": "f"}, environ={"FROM_ENV": "e"},
-        stack_env={}, processes=processes, model_keys={"alpha": {"SIGNATURE": "a-v1",
-                                                                 "SECRET": "s"}},
-        ports={"alpha/trade": 4100}, unit_variables={},
+        base_dir="/srv",
+        env_files={"FROM_FILE": "f"},
+        environ={"FROM_ENV": "e"},
+        stack_env={},
+        processes=processes,
+        model_keys={"alpha": {"SIGNATURE": "a-v1", "SECRET": "s"}},
+        ports={"alpha/trade": 4100},
+        unit_variables={},
     )
     rendering = render(units["alpha/trade"], context)
     env = rendering.environ

@@ -127,6 +127,9 @@ class Process(_Strict):
     start_seconds: float = Field(DEFAULT_START_SECONDS, ge=0)
     required: bool = True
     shell: bool = False
+    # Hold the listening socket in the supervisor and pass it down (systemd's LISTEN_FDS),
+    # so clients queue in the backlog across restarts instead of being refused.
+    socket: bool = False
     max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=0)
     failure_window: float = Field(DEFAULT_FAILURE_WINDOW, gt=0)
     backoff_initial: float = Field(DEFAULT_BACKOFF_INITIAL, ge=0)
@@ -154,6 +157,10 @@ class Process(_Strict):
     def _oneshot_rules(self) -> Process:
         if self.oneshot and self.ready is not None:
             raise ValueError("a oneshot completes; it takes no ready probe")
+        if self.socket and self.port is None:
+            raise ValueError('socket = true needs a port (a number or "auto")')
+        if self.socket and self.oneshot:
+            raise ValueError("a oneshot cannot hold a listening socket")
         return self
 
 

@@ -330,8 +330,7 @@ class LiveSupervisor(Supervisor):
         members = [r for r in self.units.values() if r.unit.model == model]
         await self.stop_units(members)
         for runtime in members:
-            del self.units[runtime.name]
-            self.ports.pop(runtime.name, None)
+            self._forget_unit(runtime.name)
         self.models.remove(model)
         self.api_keys.pop(model, None)
         self.published.pop(model, None)
@@ -442,8 +441,7 @@ class LiveSupervisor(Supervisor):
         removed = [r for n, r in self.units.items() if n not in wanted]
         await self.stop_units(removed)
         for runtime in removed:
-            del self.units[runtime.name]
-            self.ports.pop(runtime.name, None)
+            self._forget_unit(runtime.name)
         self.loaded = loaded
         self.file_models = file_models
         self.models = models
@@ -453,13 +451,9 @@ class LiveSupervisor(Supervisor):
             if existing is None:
                 added.append(self._add_unit(unit))
                 continue
-            old_port = old_processes[unit.process].port
-            if unit.spec.port != old_port:
-                self.ports.pop(name, None)
-                if unit.spec.port == "auto":
-                    self.ports[name] = _free_port()
-                elif unit.spec.port is not None:
-                    self.ports[name] = unit.spec.port
+            old = old_processes[unit.process]
+            if (unit.spec.port, unit.spec.socket) != (old.port, old.socket):
+                self._assign_port(unit)
             existing.unit = unit
         self.units = {n: self.units[n] for n in wanted if n in self.units}
         self.printer.set_units(self.units)
@@ -501,9 +495,3 @@ class LiveSupervisor(Supervisor):
                         await self.reload()
                     if {Path(p).resolve() for p in self.loaded.watched} != watched:
                         stop.set()  # env_files changed: watch the new set
-
-
-def _free_port() -> int:
-    from supervisor.runtime.supervisor import free_port
-
-    return free_port()

@@ -66,6 +66,26 @@ DRAIN_AFTER_EXIT = 1.0  # output still buffered in pipes when a unit has ended
 GUARD_EXIT_TIMEOUT = 2.0
 
 
+SOCKET_BACKLOG = 1024  # connections that queue on a held socket while its unit restarts
+
+
+def listening_socket(port: int) -> socket.socket:
+    """A loopback listening socket the supervisor holds for a unit (`socket = true`)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(SOCKET_BACKLOG)
+    return sock
+
+
+def with_listen_fds(argv: tuple[str, ...], fd: int) -> tuple[tuple[str, ...], int]:
+    """Wrap argv so the child gets `fd` as fd 3 with LISTEN_FDS=1 and LISTEN_PID = its own
+    pid (known only after the fork, hence the exec through sh, which keeps the pid)."""
+    moves = "" if fd == 3 else f" 3<&{fd} {fd}<&-"
+    script = f'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"{moves}'
+    return ("/bin/sh", "-c", script, "sh", *argv), fd
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -99,6 +119,7 @@ class Supervisor:
         self.models: list[str] = list(self.file_models)
         self.units: dict[str, UnitRuntime] = {}
         self.ports: dict[str, int] = {}
+        self.held_sockets: dict[str, socket.socket] = {}
         self.runtime_dir = Path(
             tempfile.mkdtemp(prefix="supervise-", dir=os.environ.get("XDG_RUNTIME_DIR"))
         )
@@ -140,12 +161,32 @@ class Supervisor:
             notify_path=notify,
             failures=FailureWindow(spec.max_failures, spec.failure_window),
         )
-        if spec.port == "auto":
+        self._assign_port(unit)
+        self.units[unit.name] = runtime
+        return runtime
+
+    def _assign_port(self, unit: Unit) -> None:
+        """A unit's port (and its held socket, with `socket = true`), kept across restarts."""
+        spec = unit.spec
+        self.ports.pop(unit.name, None)
+        held = self.held_sockets.pop(unit.name, None)
+        if held is not None:
+            held.close()
+        if spec.socket:
+            sock = listening_socket(spec.port if isinstance(spec.port, int) else 0)
+            self.held_sockets[unit.name] = sock
+            self.ports[unit.name] = sock.getsockname()[1]
+        elif spec.port == "auto":
             self.ports[unit.name] = free_port()
         elif spec.port is not None:
             self.ports[unit.name] = spec.port
-        self.units[unit.name] = runtime
-        return runtime
+
+    def _forget_unit(self, name: str) -> None:
+        self.units.pop(name, None)
+        self.ports.pop(name, None)
+        held = self.held_sockets.pop(name, None)
+        if held is not None:
+            held.close()
 
     def _secret_values(self) -> list[str]:
         values = [v for k, v in self.loaded.variables.items() if is_secret(k)]
@@ -306,6 +347,8 @@ class Supervisor:
         finally:
             for callback in self._exit_callbacks:
                 callback()
+            for held in self.held_sockets.values():
+                held.close()
             self._stop_guard()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.printer.close()
@@ -381,8 +424,15 @@ class Supervisor:
             notify_sock = await anyio.create_unix_datagram_socket(
                 local_path=runtime.notify_path, local_mode=0o600
             )
+        argv, pass_fds = rendering.argv, tuple[int, ...]()
+        held = self.held_sockets.get(runtime.name)
+        if held is not None:
+            argv, fd = with_listen_fds(argv, held.fileno())
+            pass_fds = (fd,)
         try:
-            child = spawn(rendering.argv, rendering.environ, rendering.cwd, reaper=self.reaper)
+            child = spawn(
+                argv, rendering.environ, rendering.cwd, reaper=self.reaper, pass_fds=pass_fds
+            )
         except SpawnError as exc:
             if notify_sock is not None:
                 await notify_sock.aclose()

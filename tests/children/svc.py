@@ -67,7 +67,11 @@ def main() -> int:
     print(f"up {os.getpid()}", flush=True)
     if args.listen:
         time.sleep(args.delay)  # an import-heavy server takes this long to listen
-        server = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+        if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
+            server = socket.socket(fileno=3)  # handed down by the supervisor
+        else:
+            server = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+        print("listening", flush=True)
         server.settimeout(args.sleep)
         deadline = time.monotonic() + args.sleep
         while time.monotonic() < deadline:
