@@ -100,35 +100,46 @@ def identify(supervisor: LiveSupervisor, pid: int | None) -> Caller:
     return Caller(pid, None, False)
 
 
-def _tree_usage(runtime: UnitRuntime) -> tuple[float | None, int | None]:
-    child = runtime.child
-    if child is None or child.returncode is not None:
-        return None, None
-    try:
-        root = psutil.Process(child.pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None, None
-    cpu, rss = 0.0, 0
-    for proc in procs:
-        try:
-            with proc.oneshot():
-                times = proc.cpu_times()
-                cpu += times.user + times.system
-                rss += proc.memory_info().rss
-        except psutil.Error:
+def process_table() -> dict[int, tuple[int, float, int]]:
+    """pid → (ppid, cpu seconds, rss) for every process, in one pass over /proc."""
+    table = {}
+    for proc in psutil.process_iter(["ppid", "cpu_times", "memory_info"]):
+        info = proc.info
+        if info["cpu_times"] is None or info["memory_info"] is None:
             continue
+        times = info["cpu_times"]
+        table[proc.pid] = (info["ppid"], times.user + times.system, info["memory_info"].rss)
+    return table
+
+
+def tree_usage(leader: int, table: dict[int, tuple[int, float, int]],
+               children: dict[int, list[int]]) -> tuple[float, int]:
+    """CPU seconds and RSS summed over `leader` and its descendants."""
+    cpu, rss, todo = 0.0, 0, [leader]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            cpu += table[pid][1]
+            rss += table[pid][2]
+        todo.extend(children.get(pid, ()))
     return round(cpu, 2), rss
 
 
 def status_document(
     supervisor: LiveSupervisor, *, full: bool, usage: bool = True
 ) -> dict[str, Any]:
+    table = process_table() if usage else {}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
     units = []
     for runtime in supervisor.units.values():
         record = supervisor.unit_status(runtime)
-        if usage:
-            record["cpu"], record["rss"] = _tree_usage(runtime)
+        child = runtime.child
+        if usage and child is not None and child.returncode is None:
+            record["cpu"], record["rss"] = tree_usage(child.pid, table, children)
+        else:
+            record["cpu"], record["rss"] = None, None
         units.append(record)
     document: dict[str, Any] = {
         "supervisor": {
