@@ -8,6 +8,7 @@ than one table (dependency names, cycles) live in `supervisor.plan`.
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 from typing import Annotated, Literal
 
@@ -130,6 +131,9 @@ class Process(_Strict):
     # Hold the listening socket in the supervisor and pass it down (systemd's LISTEN_FDS),
     # so clients queue in the backlog across restarts instead of being refused.
     socket: bool = False
+    # Fork from a warm interpreter that imported these modules already; the command must
+    # be `python -m MODULE ...`.
+    preload: list[str] = []
     max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=0)
     failure_window: float = Field(DEFAULT_FAILURE_WINDOW, gt=0)
     backoff_initial: float = Field(DEFAULT_BACKOFF_INITIAL, ge=0)
@@ -161,6 +165,10 @@ class Process(_Strict):
             raise ValueError('socket = true needs a port (a number or "auto")')
         if self.socket and self.oneshot:
             raise ValueError("a oneshot cannot hold a listening socket")
+        if self.preload:
+            words = self.command if isinstance(self.command, list) else shlex.split(self.command)
+            if self.shell or len(words) < 3 or words[1] != "-m":
+                raise ValueError("preload needs a command of the form `python -m MODULE ...`")
         return self
 
 

@@ -112,8 +112,9 @@ def process_table() -> dict[int, tuple[int, float, int]]:
     return table
 
 
-def tree_usage(leader: int, table: dict[int, tuple[int, float, int]],
-               children: dict[int, list[int]]) -> tuple[float, int]:
+def tree_usage(
+    leader: int, table: dict[int, tuple[int, float, int]], children: dict[int, list[int]]
+) -> tuple[float, int]:
     """CPU seconds and RSS summed over `leader` and its descendants."""
     cpu, rss, todo = 0.0, 0, [leader]
     while todo:

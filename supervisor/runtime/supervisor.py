@@ -56,6 +56,7 @@ from supervisor.runtime.unit import (
     reset_env_file,
     serve_notify,
 )
+from supervisor.runtime.warm import WarmStartError, Zygote, module_command, zygote_environment
 from supervisor.state import Event, State, advance
 
 EXIT_OK = 0
@@ -120,6 +121,7 @@ class Supervisor:
         self.units: dict[str, UnitRuntime] = {}
         self.ports: dict[str, int] = {}
         self.held_sockets: dict[str, socket.socket] = {}
+        self._zygotes: dict[tuple[str, tuple[str, ...]], Zygote] = {}
         self.runtime_dir = Path(
             tempfile.mkdtemp(prefix="supervise-", dir=os.environ.get("XDG_RUNTIME_DIR"))
         )
@@ -480,6 +482,50 @@ class Supervisor:
                 runtime.child = None
         return child, outcome
 
+    async def _spawn(self, runtime: UnitRuntime, rendering: Rendering) -> Child:
+        """Exec the unit cold, or fork it from a warm zygote (`preload`)."""
+        held = self.held_sockets.get(runtime.name)
+        preload = runtime.unit.spec.preload
+        if not preload:
+            argv, pass_fds = rendering.argv, tuple[int, ...]()
+            if held is not None:
+                argv, fd = with_listen_fds(argv, held.fileno())
+                pass_fds = (fd,)
+            return spawn(
+                argv, rendering.environ, rendering.cwd, reaper=self.reaper, pass_fds=pass_fds
+            )
+        parsed = module_command(rendering.argv)
+        if parsed is None:
+            raise WarmStartError("preload needs a command of the form `python -m MODULE ...`")
+        python, module, args = parsed
+        key = (python, tuple(preload))
+        zygote = self._zygotes.get(key)
+        if zygote is None or (zygote.process is not None and not zygote.alive):
+            zygote = Zygote(
+                python,
+                preload,
+                zygote_environment(self.loaded.env_files, self.loaded.environ),
+                str(self.loaded.base_dir),
+                self.reaper,
+            )
+            self._zygotes[key] = zygote
+            assert self._tg is not None
+            await self._tg.start(zygote.run)
+            if zygote.process is not None:
+                self._guard_write(f"+{zygote.process.pid}\n")
+        env = rendering.environ
+        extra: tuple[int, ...] = ()
+        if held is not None:
+            env = {**env, "LISTEN_FDS": "1"}
+            extra = (held.fileno(),)
+        return await zygote.fork(module, args, env, rendering.cwd, extra)
+
+    async def _stop_zygotes(self) -> None:
+        for zygote in self._zygotes.values():
+            process = zygote.process
+            if process is not None and process.returncode is None:
+                await kill_tree(process.pid, b"\0", [], process.exited)
+
     async def _stop_instance(self, runtime: UnitRuntime, child: Child) -> None:
         self._set(runtime, State.STOPPING, pid=child.pid)
         spec = runtime.unit.spec
@@ -674,6 +720,7 @@ class Supervisor:
         budget = self.loaded.stack.supervise.shutdown_timeout
         with anyio.move_on_after(budget) as scope:
             await self.stop_units(list(self.units.values()))
+            await self._stop_zygotes()
         if scope.cancelled_caught:
             self.printer.note(f"shutdown took longer than {budget:g} s: killing what is left")
             self.force()
