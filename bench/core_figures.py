@@ -46,9 +46,12 @@ def stack_text(units: int, service: Path, delay: float) -> str:
     for i in range(units):
         lines += [f"[models.m{i}]", f'SIGNATURE = "m{i}-v1"']
     lines += [
-        "[processes.svc]", "per_model = true",
-        f'command = ["{sys.executable}", "{service}"]', 'port = "auto"',
-        'inject = ["SIGNATURE"]', 'ready = { tcp = "${port}", interval = 0.02 }',
+        "[processes.svc]",
+        "per_model = true",
+        f'command = ["{sys.executable}", "{service}"]',
+        'port = "auto"',
+        'inject = ["SIGNATURE"]',
+        'ready = { tcp = "${port}", interval = 0.02 }',
         f'env = {{ DELAY = "{delay}" }}',
     ]
     return "\n".join(lines) + "\n"
@@ -63,7 +66,7 @@ def marked_pids() -> list[int]:
         try:
             if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
                 stat = Path(f"/proc/{entry}/stat").read_bytes()
-                if stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X"):
+                if stat[stat.rindex(b")") + 2 :][:1] not in (b"Z", b"X"):
                     found.append(int(entry))
         except OSError:
             continue
@@ -73,8 +76,12 @@ def marked_pids() -> list[int]:
 def start(stack: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "supervisor", "run", "-c", str(stack), "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, TOKEN: "1"}, start_new_session=True)
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        env={**os.environ, TOKEN: "1"},
+        start_new_session=True,
+    )
 
 
 def wait_ready(proc: subprocess.Popen[str], units: int, deadline: float) -> None:
@@ -92,8 +99,13 @@ def wait_ready(proc: subprocess.Popen[str], units: int, deadline: float) -> None
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, TOKEN: "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, TOKEN: "1"},
+    )
 
 
 def ask(port: int) -> str:
@@ -107,6 +119,52 @@ def accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def warm_vs_cold(work: Path, repeats: int) -> tuple[list[float], list[float]]:
+    """`set` → ready for a unit with a 0.6 s import, cold and warm (`preload`), the two
+    stacks running side by side and the sets interleaved."""
+    out = work / "warm-out"
+    out.mkdir(exist_ok=True)
+    runs = {}
+    for kind in ("cold", "warm"):
+        directory = work / kind
+        directory.mkdir(exist_ok=True)
+        preload = 'preload = ["tests.children.warm.heavy"]' if kind == "warm" else ""
+        stack = directory / "supervise.toml"
+        stack.write_text(f"""
+[supervise]
+coalesce = 0.0
+[models.m]
+SIGNATURE = "v0"
+[processes.server]
+per_model = true
+command = "{sys.executable} -m tests.children.warm.server {out}"
+cwd = "{ROOT}"
+port = "auto"
+inject = ["SIGNATURE"]
+ready = {{ log = "^listening", interval = 0.01 }}
+{preload}
+""")
+        proc = start(stack)
+        wait_ready(proc, 1, time.monotonic() + 60)
+        runs[kind] = (stack, proc)
+    times: dict[str, list[float]] = {"cold": [], "warm": []}
+    try:
+        for i in range(repeats * 2):
+            for kind in ("cold", "warm") if i % 2 else ("warm", "cold"):
+                stack, _ = runs[kind]
+                t0 = time.monotonic()
+                result = cli("set", "m", f"SIGNATURE=v{i + 1}", "-c", str(stack))
+                times[kind].append(time.monotonic() - t0)
+                assert result.returncode == 0, result.stderr
+    finally:
+        for _, proc in runs.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            assert proc.stdout is not None
+            proc.stdout.close()
+    return times["cold"], times["warm"]
 
 
 def summary(values: list[float]) -> str:
@@ -165,25 +223,37 @@ def main() -> int:
         proc.stdout.close()
         for _ in range(args.repeats * 2):
             t0 = time.monotonic()
-            child = subprocess.Popen([sys.executable, str(service)], env={
-                **os.environ, TOKEN: "1", "PORT": str(port), "DELAY": "0.2"},
-                start_new_session=True)
+            child = subprocess.Popen(
+                [sys.executable, str(service)],
+                env={**os.environ, TOKEN: "1", "PORT": str(port), "DELAY": "0.2"},
+                start_new_session=True,
+            )
             while not accepts(port):
                 time.sleep(0.005)
             floor.append(time.monotonic() - t0)
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+        cold_set, warm_set = warm_vs_cold(work, args.repeats)
     finally:
         for pid in marked_pids():
             os.kill(pid, signal.SIGKILL)
-    print(f"{args.units} units, {args.repeats} runs, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(
+        f"{args.units} units, {args.repeats} runs, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     print(f"spawn -> all ready          {summary(cold)}")
     print(f"kill -9 -> all gone         {summary(kill)}")
     print(f"supervise status            {summary(status)}")
     print(f"set -> ready (0.2 s server) {summary(sets)}")
-    print(f"  baseline: spawn+poll      {summary(floor)}  ratio "
-          f"{statistics.median(sets) / statistics.median(floor):.2f}x")
+    print(
+        f"  baseline: spawn+poll      {summary(floor)}  ratio "
+        f"{statistics.median(sets) / statistics.median(floor):.2f}x"
+    )
+    print(f"set -> ready, 0.6 s import, cold   {summary(cold_set)}")
+    print(
+        f"set -> ready, 0.6 s import, warm   {summary(warm_set)}  "
+        f"{statistics.median(cold_set) / statistics.median(warm_set):.1f}x faster"
+    )
     left = marked_pids()
     if left:
         print(f"LEFT BEHIND: {left}")

@@ -232,7 +232,8 @@ class Ledger:
             directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, line)
+                if os.write(fd, line) != len(line):
+                    raise OSError(f"short write of the registration row to {temporary}")
                 os.fsync(fd)
             finally:
                 os.close(fd)

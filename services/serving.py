@@ -13,6 +13,7 @@ its signature, pid and a per-boot random id, so a prober can tell a restart happ
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -110,6 +111,8 @@ class _Server(uvicorn.Server):
 
 def serve(mcp: MCPServer, identity: Identity, listen: Listen, details: str = "") -> None:
     """Run the server until SIGTERM/SIGINT; exit 1 with one line if it cannot listen."""
+    # Our ready line says it better; keep the SDK's INFO lines for tool failures only.
+    logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
     app = build_app(mcp, identity)
     try:
         sock = open_listener(listen)

@@ -197,3 +197,30 @@ def test_rendering_injects_only_declared_keys_and_waits_for_missing_ones() -> No
         render(units["alpha/trade"], RenderContext(**{**context.__dict__, "model_keys": {}}))
     with pytest.raises(UnresolvedReference, match=r"alpha/trade: command: .*\$\{port\}"):
         render(units["alpha/trade"], RenderContext(**{**context.__dict__, "ports": {}}))
+
+
+@pytest.mark.parametrize("spare", [0, 12])
+def test_listen_fd_launcher_moves_any_descriptor_to_3_with_its_own_pid(spare: int) -> None:
+    import os
+    import socket
+    import subprocess
+
+    from supervisor.runtime.supervisor import with_listen_fds
+
+    padding = [socket.socket() for _ in range(spare)]  # push the next descriptor past 9
+    server = socket.create_server(("127.0.0.1", 0))
+    fd = os.dup(server.fileno())
+    try:
+        argv = with_listen_fds(
+            ("sh", "-c", 'echo "$LISTEN_FDS $LISTEN_PID $$"; readlink /proc/self/fd/3'), fd
+        )
+        result = subprocess.run(argv, pass_fds=(fd,), capture_output=True, text=True, check=True)
+    finally:
+        os.close(fd)
+        server.close()
+        for sock in padding:
+            sock.close()
+    fds, listen_pid, pid = result.stdout.splitlines()[0].split()
+    assert fds == "1"
+    assert listen_pid == pid
+    assert result.stdout.splitlines()[1].startswith("socket:")

@@ -70,8 +70,8 @@ def test_warm_units_are_isolated_per_model_and_owned_by_the_supervisor(tmp_path:
         beta_only = read(out, "beta/alpha_only")["environ"]
         assert isinstance(beta_only, dict)
         assert beta_only["SECRET_TOKEN"] == "beta-secret-x"
-        # Forked from one zygote, each in a session of its own.
-        assert alpha["ppid"] == beta["ppid"]
+        # Forked from one zygote (not exec'd by the supervisor), each in its own session.
+        assert alpha["ppid"] == beta["ppid"] != run.proc.pid
         assert alpha["sid"] == alpha["pid"]
         assert isinstance(alpha["argv"], list)
         assert alpha["argv"][1:] == [str(out)]
@@ -103,6 +103,7 @@ restart = "never"
     )
     run = Run(stack)
     failed = run.event("crash", "failed")
+    assert run.pid("crash") not in (run.proc.pid,)
     assert failed["exit_code"] == 1
     assert any("FileNotFoundError" in line for line in run.lines("crash"))
     assert run.wait() == 1

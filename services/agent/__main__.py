@@ -25,8 +25,13 @@ def _init() -> int:
     except ConfigError as exc:
         fail(exc)
     from services.agent.init import init
+    from services.ledger import LedgerError
 
-    init(settings, sys.stdout)
+    try:
+        init(settings, sys.stdout)
+    except LedgerError as exc:
+        # An unusable data directory is configuration: fail it the agreed way.
+        fail(ConfigError(AGENT, "DATA_DIR", f"{str(settings.data_dir)!r}: {exc}"))
     return 0
 
 

@@ -24,7 +24,7 @@ import httpx2
 
 from services.agent.rule import Order, Quote, decide
 from services.agent.settings import AGENT, RunSettings
-from services.agent.toolbox import Toolbox, ToolFailure
+from services.agent.toolbox import CONNECT_RETRY_SECONDS, Toolbox, ToolFailure
 from services.ledger import Ledger, LedgerError, Positions, cash_of
 
 DateSetter = Callable[[str], Awaitable[None]]
@@ -190,7 +190,24 @@ async def _trade_day(day: _Day, settings: RunSettings, ledger: Ledger) -> None:
             tally.positions = positions
 
 
-async def run(settings: RunSettings, set_date: DateSetter, out: TextIO) -> Tally:
+def _describe(group: BaseExceptionGroup[httpx2.TransportError]) -> str:
+    """The first transport failure with the URL it was for."""
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    try:
+        return f"{first!r} on {first.request.url}"
+    except RuntimeError:  # httpx2 raises it when the error carries no request
+        return repr(first)
+
+
+async def run(
+    settings: RunSettings,
+    set_date: DateSetter,
+    out: TextIO,
+    *,
+    retry_seconds: float = CONNECT_RETRY_SECONDS,
+) -> Tally:
     """Walk the trading days after the current one; see the module docstring.
 
     Args:
@@ -198,6 +215,7 @@ async def run(settings: RunSettings, set_date: DateSetter, out: TextIO) -> Tally
         set_date: moves the model's ``TODAY_DATE`` and returns once its servers are
             ready; raises ``DateChangeError`` when it cannot.
         out: where decision lines and the summary go.
+        retry_seconds: how long a refused connection to a server is retried.
 
     Returns:
         The tally; ``tool_errors == 0`` means success.
@@ -218,7 +236,7 @@ async def run(settings: RunSettings, set_date: DateSetter, out: TextIO) -> Tally
     print(f"{AGENT}: {settings.signature} trades {len(days)} day(s) after {start}", file=out)
     urls = {"trade": settings.trade_url, "price": settings.price_url, "math": settings.math_url}
     try:
-        async with Toolbox(urls) as tools:
+        async with Toolbox(urls, retry_seconds=retry_seconds) as tools:
             for date in days:
                 day = _Day(tools, tally, out, date)
                 try:
@@ -233,6 +251,6 @@ async def run(settings: RunSettings, set_date: DateSetter, out: TextIO) -> Tally
     except* httpx2.TransportError as group:
         # The retrying transport gave up: a server stayed unreachable for the whole window.
         tally.tool_errors += 1
-        print(f"ERROR {AGENT}: lost a tool server: {group.exceptions[0]!r}", file=out)
+        print(f"ERROR {AGENT}: lost a tool server: {_describe(group)}", file=out)
     print(tally.summary(), file=out, flush=True)
     return tally

@@ -68,7 +68,7 @@ class ReconnectingTransport(httpx2.AsyncBaseTransport):
                 if not announced:
                     print(
                         f"agent: {request.url.host}:{request.url.port} refused ({exc}); "
-                        f"retrying for up to {self._retry_seconds:.0f} s",
+                        f"retrying for up to {self._retry_seconds:g} s",
                         file=sys.stderr,
                         flush=True,
                     )

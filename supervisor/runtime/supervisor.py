@@ -79,12 +79,23 @@ def listening_socket(port: int) -> socket.socket:
     return sock
 
 
-def with_listen_fds(argv: tuple[str, ...], fd: int) -> tuple[tuple[str, ...], int]:
+_LISTEN_LAUNCHER = (
+    "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+    "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def with_listen_fds(argv: tuple[str, ...], fd: int) -> tuple[str, ...]:
     """Wrap argv so the child gets `fd` as fd 3 with LISTEN_FDS=1 and LISTEN_PID = its own
-    pid (known only after the fork, hence the exec through sh, which keeps the pid)."""
-    moves = "" if fd == 3 else f" 3<&{fd} {fd}<&-"
-    script = f'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"{moves}'
-    return ("/bin/sh", "-c", script, "sh", *argv), fd
+    pid (known only after the fork, hence an exec through a launcher, which keeps the pid).
+    POSIX sh (dash) redirects only single-digit descriptors; a higher one goes through a
+    short Python launcher instead."""
+    if fd <= 9:
+        moves = "" if fd == 3 else f" 3<&{fd} {fd}<&-"
+        script = f'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"{moves}'
+        return ("/bin/sh", "-c", script, "sh", *argv)
+    return (sys.executable, "-S", "-E", "-c", _LISTEN_LAUNCHER, str(fd), *argv)
 
 
 def free_port() -> int:
@@ -121,7 +132,8 @@ class Supervisor:
         self.units: dict[str, UnitRuntime] = {}
         self.ports: dict[str, int] = {}
         self.held_sockets: dict[str, socket.socket] = {}
-        self._zygotes: dict[tuple[str, tuple[str, ...]], Zygote] = {}
+        # One warm interpreter per (python, preload, cwd): modules resolve as the unit's would.
+        self._zygotes: dict[tuple[str, tuple[str, ...], str], Zygote] = {}
         self.runtime_dir = Path(
             tempfile.mkdtemp(prefix="supervise-", dir=os.environ.get("XDG_RUNTIME_DIR"))
         )
@@ -426,16 +438,9 @@ class Supervisor:
             notify_sock = await anyio.create_unix_datagram_socket(
                 local_path=runtime.notify_path, local_mode=0o600
             )
-        argv, pass_fds = rendering.argv, tuple[int, ...]()
-        held = self.held_sockets.get(runtime.name)
-        if held is not None:
-            argv, fd = with_listen_fds(argv, held.fileno())
-            pass_fds = (fd,)
         try:
-            child = spawn(
-                argv, rendering.environ, rendering.cwd, reaper=self.reaper, pass_fds=pass_fds
-            )
-        except SpawnError as exc:
+            child = await self._spawn(runtime, rendering)
+        except (SpawnError, WarmStartError) as exc:
             if notify_sock is not None:
                 await notify_sock.aclose()
             outcome.fatal = str(exc)
@@ -487,25 +492,32 @@ class Supervisor:
         held = self.held_sockets.get(runtime.name)
         preload = runtime.unit.spec.preload
         if not preload:
-            argv, pass_fds = rendering.argv, tuple[int, ...]()
-            if held is not None:
-                argv, fd = with_listen_fds(argv, held.fileno())
-                pass_fds = (fd,)
-            return spawn(
-                argv, rendering.environ, rendering.cwd, reaper=self.reaper, pass_fds=pass_fds
-            )
+            if held is None:
+                return spawn(rendering.argv, rendering.environ, rendering.cwd, reaper=self.reaper)
+            # The lowest free descriptor is usually a single digit, which sh can move.
+            low = os.dup(held.fileno())
+            try:
+                return spawn(
+                    with_listen_fds(rendering.argv, low),
+                    rendering.environ,
+                    rendering.cwd,
+                    reaper=self.reaper,
+                    pass_fds=(low,),
+                )
+            finally:
+                os.close(low)
         parsed = module_command(rendering.argv)
         if parsed is None:
             raise WarmStartError("preload needs a command of the form `python -m MODULE ...`")
         python, module, args = parsed
-        key = (python, tuple(preload))
+        key = (python, tuple(preload), rendering.cwd)
         zygote = self._zygotes.get(key)
         if zygote is None or (zygote.process is not None and not zygote.alive):
             zygote = Zygote(
                 python,
                 preload,
                 zygote_environment(self.loaded.env_files, self.loaded.environ),
-                str(self.loaded.base_dir),
+                rendering.cwd,
                 self.reaper,
             )
             self._zygotes[key] = zygote
