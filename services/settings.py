@@ -28,6 +28,8 @@ EX_CONFIG = 78
 
 # systemd's socket activation hands listening sockets over from this descriptor on.
 SD_LISTEN_FDS_START = 3
+# The trade server's legacy mode reads its identity from the JSON file this names.
+RUNTIME_ENV_PATH = "RUNTIME_ENV_PATH"
 
 
 class ConfigError(Exception):
@@ -56,6 +58,22 @@ class TradeSettings:
     listen: Listen
     signature: str
     today: str
+    data_dir: Path
+    prices: PriceBook
+
+
+@dataclass(frozen=True)
+class LegacyTradeSettings:
+    """The trade server's legacy mode: its identity is read from a file at each tool call.
+
+    A reproduction aid for the incident (see ``services.trade.legacy``), never a mode to
+    run in: ``SIGNATURE`` comes from the JSON file ``runtime_env``, and so does
+    ``TODAY_DATE`` when the environment does not give it (``today`` is None then).
+    """
+
+    listen: Listen
+    runtime_env: Path
+    today: str | None
     data_dir: Path
     prices: PriceBook
 
@@ -176,6 +194,28 @@ def load_trade(argv: Sequence[str], environ: Mapping[str, str]) -> TradeSettings
     return TradeSettings(
         signature=signature_of(server, environ),
         today=date_of(server, "TODAY_DATE", environ),
+        data_dir=data_dir_of(server, environ),
+        prices=price_book_of(server, environ),
+        listen=listen_of(server, argv, environ),
+    )
+
+
+def is_legacy_trade(environ: Mapping[str, str]) -> bool:
+    """True when the trade server must run in its opt-in legacy mode.
+
+    That is: ``RUNTIME_ENV_PATH`` is set and ``SIGNATURE`` is not. With ``SIGNATURE`` set
+    the file is ignored; without ``RUNTIME_ENV_PATH`` a missing ``SIGNATURE`` exits 78.
+    """
+    return bool(environ.get(RUNTIME_ENV_PATH)) and not environ.get("SIGNATURE")
+
+
+def load_trade_legacy(argv: Sequence[str], environ: Mapping[str, str]) -> LegacyTradeSettings:
+    """Settings of the trade server's legacy mode; everything but the identity is checked now."""
+    server = "trade"
+    runtime_env = Path(require(server, RUNTIME_ENV_PATH, environ)).expanduser().absolute()
+    return LegacyTradeSettings(
+        runtime_env=runtime_env,
+        today=date_of(server, "TODAY_DATE", environ) if environ.get("TODAY_DATE") else None,
         data_dir=data_dir_of(server, environ),
         prices=price_book_of(server, environ),
         listen=listen_of(server, argv, environ),

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -131,14 +131,20 @@ class Client:
             response.close()
         return result
 
-    def _stream(self, path: str) -> Iterator[dict[str, Any]]:
+    def _stream(self, path: str) -> Generator[dict[str, Any], None, None]:
+        """Open the stream now (so nothing that happens after the call is missed) and
+        return an iterator over its records."""
         response = self._open("GET", path)
-        try:
-            for line in response:
-                if line.strip():
-                    yield json.loads(line)
-        finally:
-            response.close()
+
+        def records() -> Generator[dict[str, Any], None, None]:
+            try:
+                for line in response:
+                    if line.strip():
+                        yield json.loads(line)
+            finally:
+                response.close()
+
+        return records()
 
     def status(self, unit: str | None = None) -> dict[str, Any]:
         if unit is not None:
@@ -188,13 +194,13 @@ class Client:
 
     def logs(
         self, unit: str | None = None, *, lines: int = 100, follow: bool = False
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         query: dict[str, Any] = {"lines": lines, "follow": int(follow)}
         if unit is not None:
             query["unit"] = unit
         return self._stream(f"/v1/logs?{urlencode(query)}")
 
-    def events(self) -> Iterator[dict[str, Any]]:
+    def events(self) -> Generator[dict[str, Any], None, None]:
         return self._stream("/v1/events")
 
 

@@ -367,18 +367,26 @@ ready = {{ log = "^listening" }}
     try:
         run.event("held", "running", ready=True)
         port = Client(str(tmp_path / ".supervise" / "control.sock")).status("held")["port"]
-        refused, answered, pids = 0, 0, set()
+        refused, answered, cut, pids = 0, 0, 0, set()
         stop = threading.Event()
 
         def hammer() -> None:
-            nonlocal refused, answered
+            nonlocal refused, answered, cut
             deadline = time.monotonic() + 60
             while not stop.is_set() and time.monotonic() < deadline:
                 try:
-                    pids.add(ask(port).split()[1])
-                    answered += 1
-                except OSError:
+                    reply = ask(port).split()
+                except ConnectionRefusedError:
                     refused += 1
+                    continue
+                except OSError:
+                    cut += 1  # accepted by an instance as it was being stopped
+                    continue
+                if not reply:
+                    cut += 1
+                    continue
+                pids.add(reply[1])
+                answered += 1
 
         thread = threading.Thread(target=hammer)
         thread.start()
@@ -391,3 +399,46 @@ ready = {{ log = "^listening" }}
         assert len(pids) >= 10  # every instance served from the same held socket
     finally:
         assert run.stop() == 0
+
+
+def test_editing_an_env_file_restarts_units_with_the_new_value(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("GREETING=hello\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    path = write_stack(
+        tmp_path,
+        f"""
+[processes.greeter]
+command = ["{PY}", "{SVC}", "--dump", "{out}"]
+env = {{ MESSAGE = "${{GREETING}} world" }}
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("greeter", "running", ready=True)
+        mark = len(run.records)
+        (tmp_path / ".env").write_text("GREETING=goodbye\n")
+        run.event("greeter", "running", ready=True, after=mark)
+        env = json.loads((out / "greeter.json").read_text())
+        assert env["MESSAGE"] == "goodbye world"
+        assert env["GREETING"] == "goodbye"
+    finally:
+        assert run.stop() == 0
+
+
+def test_logs_follow_and_events_stream_live(stack: tuple[Run, Client]) -> None:
+    run, client = stack
+    events = client.events()
+    logs = client.logs("beta/price", lines=0, follow=True)
+    assert cli("restart", "beta/price", "-c", str(run.stack)).returncode == 0
+    seen = []
+    for event in events:
+        seen.append((event["unit"], event["state"]))
+        if event["unit"] == "beta/price" and event["state"] == "running" and event["ready"]:
+            break
+    assert ("beta/price", "stopping") in seen
+    first = next(iter(logs))
+    events.close()
+    logs.close()
+    assert first["unit"] == "beta/price"
+    assert first["line"].startswith("up ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -420,3 +421,36 @@ command = ["{PY}", "{SVC}", "--dump", "{out}", "--sleep", "0"]
     assert "SUPERVISE_MODEL" not in env and "NOTIFY_SOCKET" not in env
     assert env["SUPERVISE_UNIT"] == "inner"
     assert sys.executable
+
+
+def test_a_blocked_stdout_never_blocks_units_and_drops_are_counted(tmp_path: Path) -> None:
+    marker = tmp_path / "after-flood"
+    stack = write_stack(
+        tmp_path,
+        f"""
+[processes.chatty]
+oneshot = true
+command = ["{PY}", "-c",
+           "[print('line', i) for i in range(200_000)]; open('{marker}', 'w')"]
+""",
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "-c", str(stack)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Nobody reads the supervisor's stdout: its pipe fills at 64 KiB, yet the unit
+        # finishes printing 200,000 lines.
+        wait_until(marker.exists, "the unit to get past its output", timeout=60)
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        assert proc.wait(30) == 0
+        assert "output too slow: dropped" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -143,13 +143,20 @@ class Trader:
 def create_server(settings: TradeSettings) -> MCPServer:
     """The "TradeTools" MCP server for one signature and one trading day."""
     trader = Trader(settings)
-    mcp: MCPServer = MCPServer(
-        NAME,
-        instructions=(
-            f"Buy and sell stocks at the open of {settings.today} for {settings.signature}; "
-            "results are the new positions, or {'error': ...} when the trade is refused."
-        ),
+    return build_server(
+        lambda: trader,
+        f"Buy and sell stocks at the open of {settings.today} for {settings.signature}; "
+        "results are the new positions, or {'error': ...} when the trade is refused.",
     )
+
+
+def build_server(trader_for: Callable[[], Trader], instructions: str) -> MCPServer:
+    """The "TradeTools" tools, each asking ``trader_for`` for its ``Trader`` when called.
+
+    ``trader_for`` may raise ``ToolError`` (the legacy mode does, when it cannot tell who
+    is trading); the call then fails with that text.
+    """
+    mcp: MCPServer = MCPServer(NAME, instructions=instructions)
 
     @mcp.tool()
     def buy(symbol: str, amount: int) -> dict[str, Any]:
@@ -163,7 +170,7 @@ def create_server(settings: TradeSettings) -> MCPServer:
             The new positions ({"AAPL": 110, ..., "CASH": 5000.0}) on success, or
             {"error": message, ...} when the trade is not allowed (e.g. insufficient cash).
         """
-        return trader.buy(symbol, amount)
+        return trader_for().buy(symbol, amount)
 
     @mcp.tool()
     def sell(symbol: str, amount: int) -> dict[str, Any]:
@@ -177,6 +184,6 @@ def create_server(settings: TradeSettings) -> MCPServer:
             The new positions on success, or {"error": message, ...} when the trade is
             not allowed (no position, insufficient shares, ...).
         """
-        return trader.sell(symbol, amount)
+        return trader_for().sell(symbol, amount)
 
     return mcp
