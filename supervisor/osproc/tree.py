@@ -1,11 +1,15 @@
 """Finding and killing a unit's whole process tree.
 
-A unit's processes are: its session (sid = pgid = the leader's pid, known at spawn), every
-descendant of the leader (snapshotted before signalling, since a reparented process no
-longer looks like one), and every process whose environment carries the unit's marker
-(`SUPERVISE_ENV=<its file>`), which catches grandchildren that called `setsid` and were
-reparented away. Signals go by pid only; pid reuse is ruled out by psutil's create-time
-check.
+A unit's processes are: its session and process group (sid = pgid = the leader's pid,
+known at spawn), every descendant of the leader (snapshotted before signalling, since a
+reparented process no longer looks like one), and every orphan adopted by this
+supervisor (a child subreaper) or by init whose environment carries the unit's marker
+(`SUPERVISE_ENV=<its file>`): grandchildren that called `setsid` and were reparented away.
+
+Everything comes from one pass over /proc/*/stat (plus the environment of adopted
+orphans only), so stopping a unit costs a few milliseconds however many processes the
+machine runs. Signals go by pid, after checking the pid's start time is unchanged, so a
+reused pid is never hit.
 """
 
 from __future__ import annotations
@@ -14,17 +18,27 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import psutil
 
 SWEEP_INTERVAL = 0.02  # between checks for leftovers while a tree is going away
 KILL_PATIENCE = 5.0  # SIGKILLed processes stuck in the kernel (state D) are given up on
 
 
-def _stat_fields(pid: str) -> tuple[int, int] | None:
-    """(pgrp, session) of a pid from /proc, or None if it is gone or a zombie."""
+@dataclass(frozen=True)
+class Proc:
+    """One live process as /proc describes it; `start` tells a reused pid apart."""
+
+    pid: int
+    ppid: int
+    pgrp: int
+    sid: int
+    start: int
+
+
+def _read(pid: int) -> Proc | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
@@ -32,70 +46,61 @@ def _stat_fields(pid: str) -> tuple[int, int] | None:
     fields = raw[raw.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
         return None
-    return int(fields[2]), int(fields[3])
+    return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
 
 
-def scan(sessions: Iterable[int] = (), markers: Iterable[bytes] = ()) -> list[int]:
-    """Live pids in any of `sessions` or whose environment has a line starting with one
-    of `markers` (as bytes, e.g. b"SUPERVISE_ENV=/run/x/")."""
-    wanted = set(sessions)
-    prefixes = tuple(markers)
+def proc_table() -> dict[int, Proc]:
+    """Every live (non-zombie) process but this one."""
     me = os.getpid()
-    found = []
+    table = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        ids = _stat_fields(entry)
-        if ids is None:
-            continue
-        if ids[0] in wanted or ids[1] in wanted:
-            found.append(int(entry))
-            continue
-        if prefixes:
-            try:
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-            except OSError:
-                continue
-            if any(var.startswith(prefixes) for var in environ.split(b"\0")):
-                found.append(int(entry))
-    return found
+        if entry.isdigit() and int(entry) != me:
+            proc = _read(int(entry))
+            if proc is not None:
+                table[proc.pid] = proc
+    return table
 
 
-def snapshot(leader: int, session: int, marker: bytes) -> list[psutil.Process]:
-    """Every live process of a unit, as psutil handles (which remember create time)."""
-    procs: dict[int, psutil.Process] = {}
+def _has_marker(pid: int, marker: bytes) -> bool:
     try:
-        root = psutil.Process(leader)
-        for proc in [root, *root.children(recursive=True)]:
-            procs[proc.pid] = proc
-    except psutil.Error:
-        pass
-    for pid in scan([session], [marker]):
-        if pid not in procs:
-            try:
-                procs[pid] = psutil.Process(pid)
-            except psutil.Error:
-                continue
-    return list(procs.values())
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return marker in environ.split(b"\0")
 
 
-def alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
-    left = []
+def members(leader: int, marker: bytes, table: dict[int, Proc] | None = None) -> list[Proc]:
+    """Every live process of the unit whose leader is `leader`."""
+    table = proc_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    adopters = {os.getpid(), 1}
+    roots = [leader] + [
+        proc.pid
+        for proc in table.values()
+        if proc.pgrp == leader
+        or proc.sid == leader
+        or (proc.ppid in adopters and _has_marker(proc.pid, marker))
+    ]
+    found: dict[int, Proc] = {}
+    while roots:
+        pid = roots.pop()
+        if pid in table and pid not in found:
+            found[pid] = table[pid]
+            roots.extend(children.get(pid, ()))
+    return list(found.values())
+
+
+def still_alive(procs: Iterable[Proc]) -> list[Proc]:
+    return [p for p in procs if _read(p.pid) == p]
+
+
+def send(procs: Iterable[Proc], sig: signal.Signals) -> None:
     for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(proc)
-        except psutil.Error:
-            continue
-    return left
-
-
-def signal_all(procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
-    for proc in procs:
-        try:
-            proc.send_signal(sig)  # checks the pid still belongs to this process
-        except psutil.Error:
-            continue
+        if _read(proc.pid) == proc:  # the same process, not a reused pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, sig)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -116,12 +121,12 @@ async def stop_tree(
     Returns:
         How many processes had to be killed.
     """
-    procs = snapshot(leader, leader, marker)
+    procs = members(leader, marker)
     signal_group(leader, sig)
-    signal_all(procs, sig)
+    send(procs, sig)
     with anyio.move_on_after(timeout):
         await leader_exited.wait()
-        while alive(procs):
+        while still_alive(procs):
             await anyio.sleep(SWEEP_INTERVAL)
     return await kill_tree(leader, marker, procs, leader_exited)
 
@@ -129,20 +134,20 @@ async def stop_tree(
 async def kill_tree(
     leader: int,
     marker: bytes,
-    known: Iterable[psutil.Process],
+    known: Iterable[Proc],
     leader_exited: anyio.Event,
 ) -> int:
-    """SIGKILL every process of a unit until none is left (re-scanning, since a dying
-    parent can still have forked), and wait for the leader's reap."""
+    """SIGKILL every process of a unit until none is left (looking again each round,
+    since a dying parent can still have forked), and wait for the leader's reap."""
     killed = 0
-    procs = alive([*known, *snapshot(leader, leader, marker)])
+    left = {p.pid: p for p in [*still_alive(known), *members(leader, marker)]}
     with anyio.move_on_after(KILL_PATIENCE):
-        while procs:
-            killed += len(procs)
+        while left:
+            killed += len(left)
             signal_group(leader, signal.SIGKILL)
-            signal_all(procs, signal.SIGKILL)
+            send(left.values(), signal.SIGKILL)
             await anyio.sleep(SWEEP_INTERVAL)
-            procs = alive([*procs, *snapshot(leader, leader, marker)])
+            left = {p.pid: p for p in [*still_alive(left.values()), *members(leader, marker)]}
     with anyio.move_on_after(1):  # SIGKILL cannot be ignored; only the reap is left
         await leader_exited.wait()
     return killed

@@ -33,7 +33,7 @@ import anyio.abc
 from supervisor.config.load import LoadedStack, settings_value
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.osproc.spawn import Child, Reaper, SpawnError, become_subreaper, spawn, spawn_plain
-from supervisor.osproc.tree import kill_tree, snapshot, stop_tree
+from supervisor.osproc.tree import kill_tree, members, send, signal_group, stop_tree
 from supervisor.output import Printer
 from supervisor.plan import (
     RenderContext,
@@ -717,11 +717,8 @@ class Supervisor:
         for runtime in self.units.values():
             child = runtime.child
             if child is not None and child.returncode is None:
-                for proc in snapshot(child.pid, child.pid, runtime.marker):
-                    try:
-                        proc.kill()
-                    except Exception:
-                        continue
+                signal_group(child.pid, signal.SIGKILL)
+                send(members(child.pid, runtime.marker), signal.SIGKILL)
         self._end.set()
         self._wake()
 
