@@ -35,6 +35,7 @@ POLL_SECONDS = 0.02
 # Keys a test must set explicitly, never inherit from whoever runs pytest.
 _SCRUBBED = (
     "SIGNATURE",
+    "RUNTIME_ENV_PATH",
     "TODAY_DATE",
     "START_DATE",
     "PORT",
