@@ -34,7 +34,7 @@ STOP_SECONDS = 30.0
 POLL_SECONDS = 0.05
 
 # Keys the children get only from here, never from whoever runs this.
-_STACK_KEYS = (
+STACK_KEYS = (
     "SIGNATURE",
     "TODAY_DATE",
     "START_DATE",
@@ -73,7 +73,7 @@ class IncidentError(Exception):
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     """This environment minus stack keys, the venv's bin first on PATH, the repo importable."""
-    env = {key: value for key, value in os.environ.items() if key not in _STACK_KEYS}
+    env = {key: value for key, value in os.environ.items() if key not in STACK_KEYS}
     # Units run `python -m ...`: the python next to ours, with this repository on its path.
     env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")]))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

@@ -15,6 +15,8 @@ from supervisor.osproc.spawn import Reaper, SpawnError, spawn
 from supervisor.osproc.tree import kill_tree
 from supervisor.plan import RenderedProbe
 
+FIRST_RETRY = 0.01  # the first pause between readiness attempts
+
 
 class ProbeTimeout(Exception):
     """A unit did not become ready within its probe's `within`."""
@@ -51,6 +53,9 @@ async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
         raise ProbeTimeout(probe, "")
     attempt = _ATTEMPTS[probe.kind]
     last_error = ""
+    # Attempts start FIRST_RETRY apart and double up to `interval`: a fast server is seen
+    # within milliseconds, a slow one is not polled harder than asked.
+    pause = min(FIRST_RETRY, probe.interval)
     with anyio.move_on_after(probe.within):
         while True:
             try:
@@ -59,7 +64,8 @@ async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
                 return
             except (OSError, TimeoutError, ProbeFailed, h11.ProtocolError) as exc:
                 last_error = str(exc) or type(exc).__name__
-            await anyio.sleep(probe.interval)
+            await anyio.sleep(pause)
+            pause = min(pause * 2, probe.interval)
     raise ProbeTimeout(probe, last_error)
 
 

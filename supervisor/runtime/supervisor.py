@@ -545,13 +545,7 @@ class Supervisor:
             await kill_tree(child.pid, runtime.marker, [], child.exited)
         else:
             with anyio.move_on_after(spec.stop_timeout + 2 * AFTER_EXIT_STOP_TIMEOUT):
-                await stop_tree(
-                    child.pid,
-                    runtime.marker,
-                    signal.Signals[spec.stop_signal],
-                    spec.stop_timeout,
-                    child.exited,
-                )
+                await self._stop_tree_of(runtime, child)
             if child.returncode is None:
                 await kill_tree(child.pid, runtime.marker, [], child.exited)
         self._set(runtime, State.STOPPED, pid=child.pid, exit_code=child.returncode)
@@ -580,7 +574,7 @@ class Supervisor:
                 await wait_ready(rendering.probe, context)
         except ProbeTimeout as exc:
             outcome.probe_error = str(exc)
-            await self._kill_for(runtime, child)
+            await self._stop_tree_of(runtime, child)
             return
         if child.returncode is not None:
             return
@@ -588,12 +582,13 @@ class Supervisor:
             self._take_published(runtime)
         except PublishError as exc:
             outcome.fatal = str(exc)
-            await self._kill_for(runtime, child)
+            await self._stop_tree_of(runtime, child)
             return
         runtime.ready_at = anyio.current_time()
         self._set(runtime, State.RUNNING, pid=child.pid, ready=True)
 
-    async def _kill_for(self, runtime: UnitRuntime, child: Child) -> None:
+    async def _stop_tree_of(self, runtime: UnitRuntime, child: Child) -> None:
+        """The unit's stop signal to its tree, then SIGKILL after its stop_timeout."""
         spec = runtime.unit.spec
         await stop_tree(
             child.pid,

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from services.incident.children import STACK_KEYS
+
 REPO = Path(__file__).resolve().parents[2]
 # A server imports the MCP SDK (~0.5 s here); generous for a loaded CI machine.
 READY_SECONDS = 20.0
@@ -33,29 +35,7 @@ STOP_SECONDS = 10.0
 POLL_SECONDS = 0.02
 
 # Keys a test must set explicitly, never inherit from whoever runs pytest.
-_SCRUBBED = (
-    "SIGNATURE",
-    "RUNTIME_ENV_PATH",
-    "TODAY_DATE",
-    "START_DATE",
-    "PORT",
-    "DATA_DIR",
-    "PRICE_FILE",
-    "MARKET",
-    "BASE_MODEL",
-    "INITIAL_CASH",
-    "DAYS",
-    "TRADE_URL",
-    "PRICE_URL",
-    "MATH_URL",
-    "LISTEN_PID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-    "SUPERVISE_ENV",
-    "SUPERVISE_MODEL",
-    "SUPERVISE_SOCKET",
-    "SUPERVISE_UNIT",
-)
+_SCRUBBED = STACK_KEYS
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
