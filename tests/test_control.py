@@ -442,3 +442,36 @@ def test_logs_follow_and_events_stream_live(stack: tuple[Run, Client]) -> None:
     logs.close()
     assert first["unit"] == "beta/price"
     assert first["line"].startswith("up ")
+
+
+def test_set_that_breaks_a_unit_exits_1_naming_it_and_why(tmp_path: Path) -> None:
+    script = tmp_path / "picky.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "if os.environ['MODE'] == 'bad':\n"
+        "    print('picky: MODE bad is not supported', file=sys.stderr)\n"
+        "    sys.exit(78)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    path = write_stack(tmp_path, f"""
+[models.alpha]
+MODE = "good"
+[processes.picky]
+per_model = true
+command = ["{PY}", "{script}"]
+inject = ["MODE"]
+required = false
+ready = {{ log = "^up" }}
+""")
+    run = Run(path)
+    try:
+        run.event("alpha/picky", "running", ready=True)
+        result = cli("set", "alpha", "MODE=bad", "-c", str(path))
+        assert result.returncode == 1
+        assert "FAILED alpha/picky: picky: MODE bad is not supported" in result.stdout
+        fixed = cli("set", "alpha", "MODE=good", "-c", str(path))
+        assert fixed.returncode == 0, fixed.stdout
+        assert "restarted: alpha/picky" in fixed.stdout
+    finally:
+        assert run.stop() == 0

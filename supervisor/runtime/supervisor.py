@@ -304,8 +304,10 @@ class Supervisor:
             self._end_with(EXIT_OK)
 
     def _settled(self, runtime: UnitRuntime) -> bool:
+        """Finished for good. An optional unit that failed is not: it can be fixed and
+        started again through the control socket, so the supervisor stays up for it."""
         state = runtime.status.state
-        if state in (State.EXITED, State.FAILED):
+        if state is State.EXITED:
             return True
         if state is State.PENDING and not runtime.user_stopped:
             return self._blocked(runtime)[1]
