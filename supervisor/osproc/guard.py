@@ -7,7 +7,7 @@ guard SIGKILLs every process whose environment carries a marker under the superv
 private runtime directory and every session the supervisor registered (lines `+SID` /
 `-SID` on the pipe), until none is left. Standard library only: it must start fast.
 
-Run as: python -m supervisor.osproc.guard MARKER
+Run as: python -S -I path/to/guard.py MARKER (standard library only, so no site-packages)
 """
 
 from __future__ import annotations

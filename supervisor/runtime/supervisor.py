@@ -32,6 +32,7 @@ import anyio.abc
 
 from supervisor.config.load import LoadedStack, settings_value
 from supervisor.errors import MissingModelKey, UnresolvedReference
+from supervisor.osproc import guard
 from supervisor.osproc.spawn import Child, Reaper, SpawnError, become_subreaper, spawn, spawn_plain
 from supervisor.osproc.tree import kill_tree, members, send, signal_group, stop_tree
 from supervisor.output import Printer
@@ -748,7 +749,7 @@ class Supervisor:
     def _start_guard(self) -> None:
         marker = f"SUPERVISE_ENV={self.runtime_dir}/"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISE_ENV")}
-        self._guard = spawn_plain([sys.executable, "-m", "supervisor.osproc.guard", marker], env)
+        self._guard = spawn_plain([sys.executable, "-S", "-I", guard.__file__, marker], env)
 
     def _guard_write(self, text: str) -> None:
         if self._guard is None or self._guard.stdin is None:
