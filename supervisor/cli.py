@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         code = anyio.run(supervisor.run)
     except* ConfigError as group:
-        for problem in group.exceptions:
+        for problem in _leaves(group):
             _print_problems(problem)
         code = EXIT_CONFIG
     except* KeyboardInterrupt:
@@ -156,6 +156,17 @@ def _run(args: argparse.Namespace) -> int:
 
 class UsageError(Exception):
     pass
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    """The exceptions in a (possibly nested) group, without the groups."""
+    leaves: list[Exception] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(_leaves(exc))
+        else:
+            leaves.append(exc)
+    return leaves
 
 
 def _pairs(items: Sequence[str]) -> dict[str, str]:

@@ -121,7 +121,8 @@ class Printer:
         )
 
     def event(self, event: Event) -> None:
-        self._put(format_event(event, fmt=self.fmt, width=self.width, color=self.color))
+        line = format_event(event, fmt=self.fmt, width=self.width, color=self.color)
+        self._put(mask(line, self.secrets))
 
     def note(self, text: str) -> None:
         """A line from the supervisor itself."""

@@ -209,11 +209,12 @@ def validate_key(key: str, value: str) -> None:
     """Raises InvalidValue for a key or value no environment should carry."""
     if not is_env_key(key):
         raise InvalidValue("key", key, ENV_KEY_RULE)
+    shown = redact(key, value)  # an error message must not echo a secret
     if "\0" in value:
-        raise InvalidValue(f"value of {key}", value, "contains a NUL byte")
+        raise InvalidValue(f"value of {key}", shown, "contains a NUL byte")
     if len(value.encode()) > MAX_VALUE_BYTES:
         raise InvalidValue(
-            f"value of {key}", value[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes"
+            f"value of {key}", shown[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes"
         )
     if key == "SIGNATURE" and not is_safe_name(value):
         raise InvalidValue("SIGNATURE", value, NAME_RULE)

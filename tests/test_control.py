@@ -143,6 +143,14 @@ def test_unit_of_one_model_acts_only_for_its_own_model(tmp_path: Path) -> None:
         "attempt('stop-other', lambda: c.stop('beta/worker'))\n"
         "attempt('launch', lambda: c.launch('gamma'))\n"
         "attempt('set-own', lambda: c.set('alpha', {'MARKET': 'eu'}, wait=False))\n"
+        "import os, subprocess, sys\n"
+        "fake = dict(os.environ, SUPERVISE_ENV=os.environ['SUPERVISE_ENV'].replace("
+        "'/alpha/', '/beta/'))\n"
+        'code = \'from supervisor.client import Client; Client().set("beta", {"MARKET": "y"})\'\n'
+        "r = subprocess.run([sys.executable, '-c', code], env=fake, capture_output=True,"
+        " text=True)\n"
+        "print('spoofed-marker', 'refused' if '403' in r.stderr or 'may only' in r.stderr"
+        " else 'ALLOWED ' + r.stderr[-200:], flush=True)\n"
     )
     path = write_stack(
         tmp_path,
@@ -170,6 +178,7 @@ command = ["sh", "-c", "[ $SUPERVISE_MODEL = alpha ] && exec {PY} {script} || tr
         assert any(line.startswith("stop-other 403") for line in lines)
         assert any(line.startswith("launch 403") for line in lines)
         assert "set-own ok" in lines
+        assert "spoofed-marker refused" in lines
         wait_until(
             lambda: [r["event"] for r in run.events("alpha/worker")].count("starting") == 2,
             "alpha/worker restarted with its own model's new key",
@@ -454,7 +463,9 @@ def test_set_that_breaks_a_unit_exits_1_naming_it_and_why(tmp_path: Path) -> Non
         "print('up', flush=True)\n"
         "time.sleep(60)\n"
     )
-    path = write_stack(tmp_path, f"""
+    path = write_stack(
+        tmp_path,
+        f"""
 [models.alpha]
 MODE = "good"
 [processes.picky]
@@ -463,7 +474,8 @@ command = ["{PY}", "{script}"]
 inject = ["MODE"]
 required = false
 ready = {{ log = "^up" }}
-""")
+""",
+    )
     run = Run(path)
     try:
         run.event("alpha/picky", "running", ready=True)
@@ -473,5 +485,94 @@ ready = {{ log = "^up" }}
         fixed = cli("set", "alpha", "MODE=good", "-c", str(path))
         assert fixed.returncode == 0, fixed.stdout
         assert "restarted: alpha/picky" in fixed.stdout
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_unit_cannot_freeze_or_crash_the_supervisor_through_its_hand_off_file(
+    tmp_path: Path,
+) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[processes.fifo]
+oneshot = true
+required = false
+restart = "never"
+command = ["sh", "-c", "rm -f $SUPERVISE_ENV && mkfifo $SUPERVISE_ENV"]
+[processes.steady]
+command = ["{PY}", "{SVC}"]
+""",
+    )
+    run = Run(path)
+    try:
+        failed = run.event("fifo", "failed")
+        assert "SUPERVISE_ENV file: not a regular file" in failed["reason"]
+        result = cli("status", "-c", str(path))
+        assert result.returncode == 0
+        assert "steady" in result.stdout
+    finally:
+        assert run.stop() == 0
+
+
+def test_odd_requests_get_errors_and_the_supervisor_lives_on(
+    stack: tuple[Run, Client],
+    tmp_path: Path,
+) -> None:
+    run, client = stack
+    for query in ("lines=inf", "lines=-1", "lines=nan"):
+        with pytest.raises(ClientError) as info:
+            list(client._stream(f"/v1/logs?{query}"))
+        assert info.value.status == 400
+    with pytest.raises(ClientError) as info:
+        client._call("POST", "/v1/models/alpha/keys", {"set": {}, "timeout": -1})
+    assert info.value.status == 422
+    answers: list[object] = []
+
+    def drop() -> None:
+        try:
+            answers.append(client.drop("beta"))
+        except ClientError as exc:
+            answers.append(exc.status)
+
+    threads = [threading.Thread(target=drop) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(a for a in answers if isinstance(a, int)) == [404, 404]
+    (tmp_path / ".env").write_bytes(b"GOOD=1\nBAD=\xff\xfe\n")
+    result = cli("reload", "-c", str(run.stack))
+    assert result.returncode == 2
+    assert "cannot read env file" in result.stderr
+    assert statuses(client)["alpha/trade"]["state"] == "running"
+
+
+def test_secret_values_never_reach_reasons_or_the_status_port(tmp_path: Path) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[supervise]
+http = "127.0.0.1:0"
+[env]
+API_KEY = "sk-very-secret-123"
+[processes.leaky]
+command = ["sh", "-c", "echo rejected key $API_KEY >&2; exit 78"]
+required = false
+[processes.steady]
+command = ["{PY}", "{SVC}"]
+""",
+    )
+    run = Run(path)
+    try:
+        failed = run.event("leaky", "failed")
+        assert failed["reason"] == "rejected key ***"
+        note = run.wait_for(lambda r: "health and status on" in r.get("line", ""), "health")
+        url = note["line"].split(" on ")[1].replace("/readyz", "/status")
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode()
+        assert "sk-very-secret-123" not in body
+        assert "rejected key ***" in body
+        assert "sk-very-secret-123" not in json.dumps(run.records)
     finally:
         assert run.stop() == 0

@@ -101,6 +101,10 @@ def load_stack(file: Path | None, environ: Mapping[str, str]) -> LoadedStack:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([Problem(name, "", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(name, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from exc
 
     problems: list[Problem] = []
     raw: dict[str, Any]
@@ -167,7 +171,12 @@ def _read_env_files(stack: Stack, path: Path) -> tuple[dict[str, str], list[Path
                     )
                 )
             continue
-        for key, value in dotenv_values(env_path, interpolate=False).items():
+        try:
+            values = dotenv_values(env_path, interpolate=False)
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(env_path), "", f"cannot read env file: {exc}"))
+            continue
+        for key, value in values.items():
             merged[key] = "" if value is None else value
     return merged, watched, problems
 

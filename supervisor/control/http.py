@@ -8,6 +8,7 @@ goes away. Errors are `{"error": {"code", "message"}}` with the matching status.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,9 +58,12 @@ class Request:
         if raw is None:
             return default
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError as exc:
             raise ApiError(400, "bad_request", f"{name} must be a number, got {raw!r}") from exc
+        if not math.isfinite(value) or value < 0:
+            raise ApiError(400, "bad_request", f"{name} must be a finite number >= 0, got {raw!r}")
+        return value
 
 
 @dataclass
@@ -96,6 +100,9 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer:
             response = await handler(request)
         except ApiError as exc:
             response = Response(exc.status, _error_body(exc))
+        except Exception as exc:
+            error = ApiError(500, "internal", f"internal error: {exc!r}")
+            response = Response(500, _error_body(error))
         if response.stream is None:
             await _send_json(conn, stream, response.status, response.body, response.headers)
         else:

@@ -9,6 +9,7 @@ the TCP port.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import struct
@@ -25,6 +26,7 @@ import psutil
 from supervisor.config.load import settings_value
 from supervisor.control.http import ApiError, Request, Response, serve
 from supervisor.errors import ConfigError, Problem
+from supervisor.output import mask
 from supervisor.plan import redact
 from supervisor.runtime.unit import LogRecord, UnitRuntime
 from supervisor.state import State
@@ -60,7 +62,7 @@ class Caller:
     def describe(self) -> str:
         if self.unit is not None:
             return f"a process of unit {self.unit.name} (pid {self.pid})"
-        return f"pid {self.pid}, a process of this stack outside any unit"
+        return f"pid {self.pid}, a process of this stack not proven to belong to a unit"
 
 
 def peer_pid(stream: Any) -> int | None:
@@ -71,32 +73,35 @@ def peer_pid(stream: Any) -> int | None:
 
 
 def identify(supervisor: LiveSupervisor, pid: int | None) -> Caller:
-    """Find the unit whose tree `pid` belongs to: by the environment marker every unit
-    process inherits, else by ancestry (a leader pid, or the supervisor as adoptive parent
-    of an orphan)."""
+    """Who the peer is, failing closed: a caller is an operator only with positive proof
+    that it is outside this supervisor's tree.
+
+    A unit is recognised by its leader among the caller's ancestors. A caller whose
+    ancestry reaches the supervisor (an orphan it adopted, a zygote's child) or that
+    carries a unit marker without that ancestry, or that is gone before it could be
+    looked at, is a member of the stack without a model: it may read status only.
+    """
     if pid is None:
         return Caller(None, None, True)
-    by_file = {str(r.env_file): r for r in supervisor.units.values()}
+    try:
+        proc = psutil.Process(pid)
+        chain = [proc, *proc.parents()]
+    except psutil.Error:
+        return Caller(pid, None, True)
+    leaders = {r.child.pid: r for r in supervisor.units.values() if r.child is not None}
+    own = {os.getpid(), *supervisor.helper_pids()}
+    for link in chain:
+        if link.pid in leaders:
+            return Caller(pid, leaders[link.pid], True)
+        if link.pid in own:
+            return Caller(pid, None, True)
+    marker = f"SUPERVISE_ENV={supervisor.runtime_dir}/".encode()
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
-        environ = []
-    for var in environ:
-        if var.startswith(b"SUPERVISE_ENV="):
-            runtime = by_file.get(var[len(b"SUPERVISE_ENV=") :].decode(errors="replace"))
-            if runtime is not None:
-                return Caller(pid, runtime, True)
-    leaders = {r.child.pid: r for r in supervisor.units.values() if r.child is not None}
-    me = os.getpid()
-    try:
-        chain = [psutil.Process(pid), *psutil.Process(pid).parents()]
-    except psutil.Error:
-        chain = []
-    for proc in chain:
-        if proc.pid in leaders:
-            return Caller(pid, leaders[proc.pid], True)
-        if proc.pid == me and pid != me:
-            return Caller(pid, None, True)
+        return Caller(pid, None, True)
+    if any(var.startswith(marker) for var in environ):
+        return Caller(pid, None, True)
     return Caller(pid, None, False)
 
 
@@ -264,18 +269,16 @@ class ControlApi:
     async def _log_stream(
         self, recent: list[LogRecord], unit: str | None, follow: bool
     ) -> AsyncIterator[dict[str, Any]]:
-        from supervisor.output import mask
-
         secrets = self.sv.printer.secrets
         for record in recent:
-            yield _log_json(record, secrets, mask)
+            yield _log_json(record, secrets)
         if not follow:
             return
         receive = self.sv.subscribe_logs()
         async with receive:
             async for record in receive:
                 if unit is None or record.unit == unit:
-                    yield _log_json(record, secrets, mask)
+                    yield _log_json(record, secrets)
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
         receive = self.sv.subscribe()
@@ -287,11 +290,11 @@ class ControlApi:
                     "state": str(event.new.state),
                     "ready": event.new.ready,
                     "pid": event.new.pid,
-                    "reason": event.new.reason,
+                    "reason": mask(event.new.reason, self.sv.printer.secrets),
                 }
 
 
-def _log_json(record: LogRecord, secrets: list[str], mask: Any) -> dict[str, Any]:
+def _log_json(record: LogRecord, secrets: list[str]) -> dict[str, Any]:
     return {
         "ts": record.ts,
         "unit": record.unit,
@@ -332,7 +335,12 @@ def _timeout(body: dict[str, Any]) -> float | None:
     value = body.get("timeout")
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ApiError(422, "invalid", f"timeout must be a positive number, got {value!r}")
     return float(value)
 

@@ -154,7 +154,7 @@ class LiveSupervisor(Supervisor):
             batch.restarted.append(runtime.name)
             batch.generations[runtime.name] = runtime.generation
         for runtime in self.units.values():  # dependency order
-            if runtime in changed:
+            if runtime in changed and not runtime.user_stopped:
                 self.start_task(runtime)
         # Units that were waiting for a key this change provided start by themselves;
         # the caller waits for them too.
@@ -309,15 +309,16 @@ class LiveSupervisor(Supervisor):
             validate_model(model, keys)
         except InvalidValue as exc:
             raise ControlError("invalid", str(exc)) from exc
-        if model in self.models:
-            raise ControlError("conflict", f"model {model!r} is already running")
-        self.dropped.discard(model)
-        self.models.append(model)
-        self.api_keys[model] = dict(keys)
-        self.printer.set_secrets(self._secret_values())
-        added = self._add_model_units(model)
-        for runtime in added:
-            self.start_task(runtime)
+        async with self._apply_lock:
+            if model in self.models:
+                raise ControlError("conflict", f"model {model!r} is already running")
+            self.dropped.discard(model)
+            self.models.append(model)
+            self.api_keys[model] = dict(keys)
+            self.printer.set_secrets(self._secret_values())
+            added = self._add_model_units(model)
+            for runtime in added:
+                self.start_task(runtime)
         self.printer.note(f"launched model {model}: {', '.join(r.name for r in added)}")
         failed = await self.wait_settled([r.name for r in added], {}, timeout)
         return {
@@ -328,17 +329,19 @@ class LiveSupervisor(Supervisor):
         }
 
     async def drop(self, model: str) -> dict[str, Any]:
-        self._require_model(model)
-        members = [r for r in self.units.values() if r.unit.model == model]
-        await self.stop_units(members)
-        for runtime in members:
-            self._forget_unit(runtime.name)
-        self.models.remove(model)
-        self.api_keys.pop(model, None)
-        self.published.pop(model, None)
-        self.dropped.add(model)
+        async with self._apply_lock:  # one mutation at a time: a second drop sees it gone
+            self._require_model(model)
+            members = [r for r in self.units.values() if r.unit.model == model]
+            await self.stop_units(members)
+            for runtime in members:
+                self._forget_unit(runtime.name)
+            self.models.remove(model)
+            self.api_keys.pop(model, None)
+            self.published.pop(model, None)
+            self.dropped.add(model)
         self.printer.note(f"dropped model {model}")
         self._wake()
+        self._check_end()
         return {"model": model, "stopped": [r.name for r in members]}
 
     # ----------------------------------------------------------------- units
@@ -350,37 +353,40 @@ class LiveSupervisor(Supervisor):
         return runtime
 
     async def stop_unit(self, name: str) -> dict[str, Any]:
-        runtime = self.unit(name)
-        runtime.user_stopped = True
-        if not runtime.has_task and runtime.status.state is State.STOPPED:
-            return {"unit": name, "message": f"{name} is already stopped"}
-        await self.stop_task(runtime)
-        if runtime.status.state is not State.STOPPED:
-            self._set(runtime, State.STOPPED, reason="stopped by a user")
+        async with self._apply_lock:
+            runtime = self.unit(name)
+            runtime.user_stopped = True
+            if not runtime.has_task and runtime.status.state is State.STOPPED:
+                return {"unit": name, "message": f"{name} is already stopped"}
+            await self.stop_task(runtime)
+            if runtime.status.state is not State.STOPPED:
+                self._set(runtime, State.STOPPED, reason="stopped by a user")
         self._wake()
         return {"unit": name, "message": f"{name} stopped"}
 
     async def start_unit(self, name: str, timeout: float | None = None) -> dict[str, Any]:
-        runtime = self.unit(name)
-        if runtime.has_task and not runtime.user_stopped:
-            return {
-                "unit": name,
-                "message": f"{name} is already {runtime.status.state}; nothing to do",
-            }
-        runtime.user_stopped = False
-        runtime.failures.reset()
-        generation = runtime.generation
-        self.start_task(runtime)
+        async with self._apply_lock:
+            runtime = self.unit(name)
+            if runtime.has_task and not runtime.user_stopped:
+                return {
+                    "unit": name,
+                    "message": f"{name} is already {runtime.status.state}; nothing to do",
+                }
+            await runtime.done.wait()  # a stop still under way finishes first
+            runtime.user_stopped = False
+            runtime.failures.reset()
+            generation = runtime.generation
+            self.start_task(runtime)
         return await self._wait_one(name, generation, timeout, "started")
 
     async def restart_unit(self, name: str, timeout: float | None = None) -> dict[str, Any]:
-        runtime = self.unit(name)
-        if runtime.status.state is State.PENDING and runtime.has_task:
-            return {
-                "unit": name,
-                "message": f"{name} is pending ({runtime.status.reason}); nothing to restart",
-            }
         async with self._apply_lock:
+            runtime = self.unit(name)
+            if runtime.status.state is State.PENDING and runtime.has_task:
+                return {
+                    "unit": name,
+                    "message": f"{name} is pending ({runtime.status.reason}); nothing to restart",
+                }
             generation = runtime.generation
             await self.stop_task(runtime)
             runtime.user_stopped = False
@@ -429,7 +435,6 @@ class LiveSupervisor(Supervisor):
         return summary
 
     async def _adopt(self, loaded: LoadedStack) -> dict[str, Any]:
-        old_processes = self.loaded.stack.processes
         new_processes = loaded.stack.processes
         only = self.only_models
         file_models = {
@@ -446,6 +451,9 @@ class LiveSupervisor(Supervisor):
             self._forget_unit(runtime.name)
         self.loaded = loaded
         self.file_models = file_models
+        for gone in set(self.models) - set(models):  # a model re-added later starts afresh
+            self.api_keys.pop(gone, None)
+            self.published.pop(gone, None)
         self.models = models
         added: list[UnitRuntime] = []
         for name, unit in wanted.items():
@@ -453,10 +461,7 @@ class LiveSupervisor(Supervisor):
             if existing is None:
                 added.append(self._add_unit(unit))
                 continue
-            old = old_processes[unit.process]
-            if (unit.spec.port, unit.spec.socket) != (old.port, old.socket):
-                self._assign_port(unit)
-            existing.unit = unit
+            self._refresh_unit(existing, unit)
         self.units = {n: self.units[n] for n in wanted if n in self.units}
         self.printer.set_units(self.units)
         self.printer.set_secrets(self._secret_values())
@@ -467,6 +472,7 @@ class LiveSupervisor(Supervisor):
             if runtime.status.state is State.FAILED and runtime.rendering is None:
                 self.start_task(runtime)
         self._wake()
+        self._check_end()
         return {"added": [r.name for r in added], "removed": [r.name for r in removed]}
 
     async def on_sighup(self) -> None:
@@ -493,7 +499,11 @@ class LiveSupervisor(Supervisor):
             ):
                 if any(Path(path).resolve() in watched for _, path in changes):
                     self.printer.note("stack or env file changed: reloading")
-                    with contextlib.suppress(ControlError):
+                    try:
                         await self.reload()
+                    except ControlError:
+                        pass  # reported by reload(); the running stack is untouched
+                    except Exception as exc:
+                        self.printer.note(f"reload failed, nothing changed: {exc!r}")
                     if {Path(p).resolve() for p in self.loaded.watched} != watched:
                         stop.set()  # env_files changed: watch the new set

@@ -6,6 +6,8 @@ value passes the same checks as keys set through the API. Pure apart from the re
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from supervisor.errors import InvalidValue, SuperviseError
@@ -47,14 +49,34 @@ def parse_published(unit: str, text: str) -> dict[str, str]:
 
 
 def read_published(unit: str, path: Path) -> dict[str, str]:
-    """Raises PublishError for an oversized or undecodable file, or a bad line."""
+    """Keys a unit published. The file is opened without following links and without
+    blocking, and must be a regular file: a unit cannot make the supervisor read a FIFO,
+    a device or someone else's file.
+
+    Raises:
+        PublishError: not a regular file, oversized, not UTF-8, or a bad line.
+    """
     try:
-        size = path.stat().st_size
-        if size > MAX_PUBLISH_BYTES:
-            raise PublishError(unit, 0, f"{size} bytes, more than {MAX_PUBLISH_BYTES}")
-        text = path.read_bytes().decode()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise PublishError(unit, 0, f"cannot open: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PublishError(unit, 0, "not a regular file")
+        if info.st_size > MAX_PUBLISH_BYTES:
+            raise PublishError(unit, 0, f"{info.st_size} bytes, more than {MAX_PUBLISH_BYTES}")
+        data = os.read(fd, MAX_PUBLISH_BYTES + 1)
+    except OSError as exc:
+        raise PublishError(unit, 0, f"cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_PUBLISH_BYTES:
+        raise PublishError(unit, 0, f"more than {MAX_PUBLISH_BYTES} bytes")
+    try:
+        text = data.decode()
     except UnicodeDecodeError as exc:
         raise PublishError(unit, 0, "not UTF-8 text") from exc
     return parse_published(unit, text)

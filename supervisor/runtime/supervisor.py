@@ -35,7 +35,7 @@ from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.osproc import guard
 from supervisor.osproc.spawn import Child, Reaper, SpawnError, become_subreaper, spawn, spawn_plain
 from supervisor.osproc.tree import kill_tree, members, send, signal_group, stop_tree
-from supervisor.output import Printer
+from supervisor.output import Printer, mask
 from supervisor.plan import (
     RenderContext,
     Rendering,
@@ -163,22 +163,41 @@ class Supervisor:
 
     def _add_unit(self, unit: Unit) -> UnitRuntime:
         spec = unit.spec
-        unit_dir = self.runtime_dir / "units" / (unit.model or "")
+        # Global units and models live in separate trees, so no model name can collide
+        # with a global process's file.
+        unit_dir = (
+            self.runtime_dir / "global"
+            if unit.model is None
+            else self.runtime_dir / "models" / unit.model
+        )
         unit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        notify = None
-        if spec.ready is not None and spec.ready.notify:
-            notify_dir = self.runtime_dir / "notify"
-            notify_dir.mkdir(mode=0o700, exist_ok=True)
-            notify = notify_dir / f"{unit.name.replace('/', '@')}.sock"
         runtime = UnitRuntime(
             unit=unit,
             env_file=unit_dir / f"{unit.process}.env",
-            notify_path=notify,
+            notify_path=self._notify_path(unit),
             failures=FailureWindow(spec.max_failures, spec.failure_window),
         )
         self._assign_port(unit)
         self.units[unit.name] = runtime
         return runtime
+
+    def _notify_path(self, unit: Unit) -> Path | None:
+        if unit.spec.ready is None or not unit.spec.ready.notify:
+            return None
+        notify_dir = self.runtime_dir / "notify"
+        notify_dir.mkdir(mode=0o700, exist_ok=True)
+        return notify_dir / f"{unit.name.replace('/', '@')}.sock"
+
+    def _refresh_unit(self, runtime: UnitRuntime, unit: Unit) -> None:
+        """Adopt a reloaded spec: what was derived from the old one is derived again."""
+        old = runtime.unit.spec
+        runtime.unit = unit
+        spec = unit.spec
+        if (spec.port, spec.socket) != (old.port, old.socket):
+            self._assign_port(unit)
+        runtime.notify_path = self._notify_path(unit)
+        if (spec.max_failures, spec.failure_window) != (old.max_failures, old.failure_window):
+            runtime.failures = FailureWindow(spec.max_failures, spec.failure_window)
 
     def _assign_port(self, unit: Unit) -> None:
         """A unit's port (and its held socket, with `socket = true`), kept across restarts."""
@@ -350,17 +369,23 @@ class Supervisor:
         become_subreaper()
         self._start_guard()
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self.reaper.run)
-                tg.start_soon(self._handle_signals)
-                await self._start_front_ends(tg)
-                for runtime in list(self.units.values()):
-                    self.start_task(runtime)
-                self._check_end()
-                await self._end.wait()
-                await self._shutdown()
-                tg.cancel_scope.cancel()
+            # The reaper lives in an outer group, so that it still collects exits while
+            # units are being stopped, even when the inner group is torn down by an error.
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self.reaper.run)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        tg.start_soon(self._handle_signals)
+                        await self._start_front_ends(tg)
+                        for runtime in list(self.units.values()):
+                            self.start_task(runtime)
+                        self._check_end()
+                        await self._end.wait()
+                        await self._shutdown()
+                        tg.cancel_scope.cancel()
+                finally:
+                    outer.cancel_scope.cancel()
         finally:
             for callback in self._exit_callbacks:
                 callback()
@@ -393,10 +418,24 @@ class Supervisor:
     ) -> None:
         try:
             with scope:
-                await self._unit_life(runtime)
+                try:
+                    await self._unit_life(runtime)
+                except Exception as exc:
+                    self.printer.note(f"{runtime.name}: internal error: {exc!r}")
+                    if runtime.status.state is State.STOPPING:
+                        self._set(runtime, State.STOPPED)
+                    elif runtime.status.state not in (State.STOPPED, State.EXITED, State.FAILED):
+                        self._set(runtime, State.FAILED, reason=f"internal error: {exc!r}")
         finally:
-            if runtime.status.state in (State.PENDING, State.BACKOFF):
+            state = runtime.status.state
+            if state in (State.PENDING, State.BACKOFF):
                 self._set(runtime, State.STOPPED, reason="stopped before it started")
+            elif state in (State.STARTING, State.RUNNING, State.STOPPING):
+                # Cancelled between spawn and exit bookkeeping: the tree is gone (the
+                # instance's own finally saw to it); say so in the state.
+                if state is not State.STOPPING:
+                    self._set(runtime, State.STOPPING)
+                self._set(runtime, State.STOPPED)
             done.set()
             self._wake()
 
@@ -470,10 +509,16 @@ class Supervisor:
                     )
                     tg.start_soon(self._become_ready, runtime, child, rendering, context, outcome)
                 await child.exited.wait()
-                # The leader is gone: end what it left behind, as systemd does.
-                await stop_tree(
-                    child.pid, runtime.marker, signal.SIGTERM, AFTER_EXIT_STOP_TIMEOUT, child.exited
-                )
+                # The leader is gone: end what it left behind, as systemd does. Shielded:
+                # a cancellation now must not leave a grandchild running.
+                with anyio.CancelScope(shield=True):
+                    await stop_tree(
+                        child.pid,
+                        runtime.marker,
+                        signal.SIGTERM,
+                        AFTER_EXIT_STOP_TIMEOUT,
+                        child.exited,
+                    )
                 with anyio.move_on_after(DRAIN_AFTER_EXIT):
                     for event in drained:
                         await event.wait()
@@ -515,7 +560,7 @@ class Supervisor:
         python, module, args = parsed
         key = (python, tuple(preload), rendering.cwd)
         zygote = self._zygotes.get(key)
-        if zygote is None or (zygote.process is not None and not zygote.alive):
+        if zygote is None or zygote.dead:
             zygote = Zygote(
                 python,
                 preload,
@@ -534,6 +579,13 @@ class Supervisor:
             env = {**env, "LISTEN_FDS": "1"}
             extra = (held.fileno(),)
         return await zygote.fork(module, args, env, rendering.cwd, extra)
+
+    def helper_pids(self) -> set[int]:
+        """Processes the supervisor runs for itself: the guard and the zygotes."""
+        pids = {z.process.pid for z in self._zygotes.values() if z.process is not None}
+        if self._guard is not None:
+            pids.add(self._guard.pid)
+        return pids
 
     async def _stop_zygotes(self) -> None:
         for zygote in self._zygotes.values():
@@ -783,7 +835,7 @@ class Supervisor:
             "port": self.ports.get(runtime.name),
             "restarts": runtime.restarts,
             "exit_code": status.exit_code,
-            "reason": status.reason or runtime.status_text,
+            "reason": mask(status.reason or runtime.status_text, self.printer.secrets),
             "uptime": (now - runtime.started_at)
             if runtime.started_at is not None and status.state is State.RUNNING
             else None,

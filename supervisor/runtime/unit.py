@@ -8,8 +8,10 @@ the unit's process tree is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -153,8 +155,14 @@ async def serve_notify(
 
 
 def reset_env_file(path: Path) -> None:
-    """An empty private hand-off file for the next instance (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """A new, empty, private hand-off file for the next instance (0600). Whatever the last
+    instance left there (a FIFO, a symlink, a directory) is removed, never opened."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.close(fd)
 
 

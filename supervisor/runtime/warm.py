@@ -7,8 +7,10 @@ zygote dies with the supervisor (parent-death signal), its children with the zyg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 from array import array
 from collections.abc import Mapping, Sequence
@@ -50,11 +52,17 @@ class Zygote:
         self._next = 0
         self._lock = anyio.Lock()
         self.ready = anyio.Event()
+        self.failed = False
         self.lines: list[str] = []
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    @property
+    def dead(self) -> bool:
+        """Failed to start or ended: a new zygote is needed (a starting one is not dead)."""
+        return self.failed or (self.process is not None and self.process.returncode is not None)
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the zygote and serve its answers until it ends."""
@@ -64,6 +72,10 @@ class Zygote:
             self.process = spawn(
                 argv, self.env, self.cwd, reaper=self.reaper, pass_fds=(theirs.fileno(),)
             )
+        except BaseException:
+            self.failed = True
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -76,6 +88,7 @@ class Zygote:
                 await self._read_answers(ours)
                 tg.cancel_scope.cancel()
         finally:
+            self.failed = True
             ours.close()
             for fd in (self.process.stdout, self.process.stderr):
                 os.close(fd)
@@ -113,8 +126,13 @@ class Zygote:
             return
         ident = message["id"]
         if "pid" in message:
+            waiter = self._pids.get(ident)
+            if waiter is None:  # its requester gave up: nobody owns this child, so end it
+                with contextlib.suppress(OSError):
+                    os.kill(message["pid"], signal.SIGKILL)
+                return
             self._pid_of[ident] = message["pid"]
-            self._pids[ident].set()
+            waiter.set()
         elif "exit" in message:
             child = self._waiting.pop(ident, None)
             if child is not None:
@@ -176,7 +194,9 @@ class Zygote:
         finally:
             os.close(out_w)
             os.close(err_w)
-        with anyio.move_on_after(FORK_TIMEOUT):
+        # Shielded: once the request is out, the zygote forks; the pid must come back
+        # here to be owned (and stopped), even if this start is being cancelled.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(FORK_TIMEOUT):
             await self._pids[ident].wait()
         self._pids.pop(ident)
         pid = self._pid_of.pop(ident, None)
