@@ -38,8 +38,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.FAILED: frozenset({State.PENDING, State.STARTING, State.STOPPED}),
 }
 
-# States in which the unit has no process and will not get one by itself.
-FINISHED = frozenset({State.STOPPED, State.EXITED, State.FAILED})
 # States in which the unit has (or is about to have) a live process.
 LIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 

@@ -171,11 +171,9 @@ def readiness(supervisor: LiveSupervisor) -> dict[str, str]:
         spec, status = runtime.unit.spec, runtime.status
         if not spec.required:
             continue
-        if spec.oneshot and status.state is State.EXITED and status.exit_code == 0:
-            continue
         if status.state is State.RUNNING and status.ready:
             continue
-        if not spec.oneshot and status.state is State.EXITED and status.exit_code == 0:
+        if status.state is State.EXITED and status.exit_code == 0:  # completed, or done
             continue
         unready[runtime.name] = status.describe()
     return unready

@@ -58,7 +58,7 @@ from supervisor.runtime.unit import (
     serve_notify,
 )
 from supervisor.runtime.warm import WarmStartError, Zygote, module_command, zygote_environment
-from supervisor.state import Event, State, advance
+from supervisor.state import LIVE, Event, State, advance
 
 EXIT_OK = 0
 EXIT_UNIT_FAILED = 1
@@ -829,9 +829,7 @@ class Supervisor:
             "model": runtime.unit.model,
             "state": str(status.state),
             "ready": status.ready,
-            "pid": status.pid
-            if status.state in (State.RUNNING, State.STARTING, State.STOPPING)
-            else None,
+            "pid": status.pid if status.state in LIVE else None,
             "port": self.ports.get(runtime.name),
             "restarts": runtime.restarts,
             "exit_code": status.exit_code,

@@ -24,7 +24,7 @@ import anyio.abc
 from supervisor.osproc.spawn import Child
 from supervisor.plan import Rendering, Unit
 from supervisor.policy import FailureWindow
-from supervisor.state import State, Status
+from supervisor.state import Status
 
 LOG_LINES = 500  # recent output kept per unit for `logs`
 MAX_LINE = 16 * 1024  # longer lines are split, so one unit cannot grow memory unbounded
@@ -164,7 +164,3 @@ def reset_env_file(path: Path) -> None:
             path.unlink()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.close(fd)
-
-
-def state_is_live(state: State) -> bool:
-    return state in (State.STARTING, State.RUNNING, State.STOPPING)
