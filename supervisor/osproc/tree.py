@@ -17,13 +17,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 SWEEP_INTERVAL = 0.02  # between checks for leftovers while a tree is going away
+# Units stopped together (a shutdown, a model's drop) share one /proc scan taken no longer
+# ago than this, instead of one scan each: N units cost one pass, not N.
+SHARED_SCAN_AGE = 0.05
 KILL_PATIENCE = 5.0  # SIGKILLed processes stuck in the kernel (state D) are given up on
 
 
@@ -61,16 +66,46 @@ def proc_table() -> dict[int, Proc]:
     return table
 
 
-def _has_marker(pid: int, marker: bytes) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return marker in environ.split(b"\0")
+_shared: tuple[float, dict[int, Proc]] = (float("-inf"), {})
+
+
+def table_since(moment: float) -> dict[int, Proc]:
+    """A process table scanned at or after `moment` (monotonic), shared between callers.
+
+    A scan taken after a unit's leader exited is enough to find what it left: a member can
+    only be forked by a member, and every member alive then is in the scan.
+    """
+    global _shared
+    taken, table = _shared
+    if taken < moment:
+        taken = time.monotonic()
+        table = proc_table()
+        _shared = (taken, table)
+    return table
+
+
+_environs: dict[Proc, frozenset[bytes]] = {}
+_ENVIRON_MEMO_SIZE = 4096  # processes whose environment is remembered (pid + start time)
+
+
+def _has_marker(proc: Proc, marker: bytes) -> bool:
+    """Whether the process's environment carries `marker`; each process is read once
+    (its identity includes its start time, so a reused pid is a new entry)."""
+    environ = _environs.get(proc)
+    if environ is None:
+        try:
+            environ = frozenset(Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            return False
+        if len(_environs) >= _ENVIRON_MEMO_SIZE:
+            _environs.clear()
+        _environs[proc] = environ
+    return marker in environ
 
 
 def members(leader: int, marker: bytes, table: dict[int, Proc] | None = None) -> list[Proc]:
-    """Every live process of the unit whose leader is `leader`."""
+    """Every process of the unit whose leader is `leader` (in `table`, default a fresh
+    scan); callers check liveness again before signalling."""
     table = proc_table() if table is None else table
     children: dict[int, list[int]] = {}
     for proc in table.values():
@@ -81,7 +116,7 @@ def members(leader: int, marker: bytes, table: dict[int, Proc] | None = None) ->
         for proc in table.values()
         if proc.pgrp == leader
         or proc.sid == leader
-        or (proc.ppid in adopters and _has_marker(proc.pid, marker))
+        or (proc.ppid in adopters and _has_marker(proc, marker))
     ]
     found: dict[int, Proc] = {}
     while roots:
@@ -121,7 +156,7 @@ async def stop_tree(
     Returns:
         How many processes had to be killed.
     """
-    procs = members(leader, marker)
+    procs = members(leader, marker, table_since(time.monotonic() - SHARED_SCAN_AGE))
     signal_group(leader, sig)
     send(procs, sig)
     with anyio.move_on_after(timeout):
@@ -140,7 +175,13 @@ async def kill_tree(
     """SIGKILL every process of a unit until none is left (looking again each round,
     since a dying parent can still have forked), and wait for the leader's reap."""
     killed = 0
-    left = {p.pid: p for p in [*still_alive(known), *members(leader, marker)]}
+    # The first look may share a scan, as long as it was taken after this point, when
+    # the leader (if it exited) was already gone; later looks scan afresh.
+    since = time.monotonic()
+    await anyio.lowlevel.checkpoint()  # let units stopping together reach this point and share it
+    left = {
+        p.pid: p for p in [*still_alive(known), *members(leader, marker, table_since(since))]
+    }
     with anyio.move_on_after(KILL_PATIENCE):
         while left:
             killed += len(left)

@@ -23,7 +23,7 @@ import anyio.abc
 
 from supervisor.config.load import LoadedStack, load_stack
 from supervisor.errors import ConfigError, InvalidValue, MissingModelKey, UnresolvedReference
-from supervisor.plan import expand, render, validate_key, validate_model
+from supervisor.plan import expand, validate_key, validate_model
 from supervisor.review import review_stack
 from supervisor.runtime.supervisor import Supervisor
 from supervisor.runtime.unit import UnitRuntime
@@ -123,7 +123,6 @@ class LiveSupervisor(Supervisor):
 
     def changed_units(self) -> list[UnitRuntime]:
         """Units whose fresh rendering differs from the one they run (or ran) with."""
-        context = self.render_context()
         changed = []
         for runtime in self.units.values():
             if runtime.user_stopped or runtime.rendering is None:
@@ -131,7 +130,7 @@ class LiveSupervisor(Supervisor):
             if runtime.status.state is State.STOPPED:
                 continue
             try:
-                fresh = render(runtime.unit, context)
+                fresh = self.render_unit(runtime)
             except (MissingModelKey, UnresolvedReference):
                 changed.append(runtime)  # it must stop and wait (or fail) on its next start
                 continue
@@ -158,7 +157,6 @@ class LiveSupervisor(Supervisor):
                 self.start_task(runtime)
         # Units that were waiting for a key this change provided start by themselves;
         # the caller waits for them too.
-        context = self.render_context()
         for runtime in self.units.values():
             if (
                 runtime.status.state is State.PENDING
@@ -167,7 +165,7 @@ class LiveSupervisor(Supervisor):
                 and self._blocked(runtime)[0] is None
             ):
                 try:
-                    render(runtime.unit, context)
+                    self.render_unit(runtime)
                 except (MissingModelKey, UnresolvedReference):
                     continue
                 batch.restarted.append(runtime.name)

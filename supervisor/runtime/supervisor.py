@@ -237,29 +237,33 @@ class Supervisor:
             **self.api_keys.get(model, {}),
         }
 
-    def render_context(self) -> RenderContext:
-        unit_vars: dict[str, dict[str, str]] = {}
-        for name, runtime in self.units.items():
-            variables = {
-                "SUPERVISE_UNIT": name,
-                "SUPERVISE_ENV": str(runtime.env_file),
-                "SUPERVISE_SOCKET": self.socket_path,
-            }
-            if runtime.unit.model is not None:
-                variables["SUPERVISE_MODEL"] = runtime.unit.model
-            if runtime.notify_path is not None:
-                variables["NOTIFY_SOCKET"] = str(runtime.notify_path)
-            unit_vars[name] = variables
+    def render_context(self, runtime: UnitRuntime) -> RenderContext:
+        """What rendering `runtime` reads: only its own model's keys and variables, so
+        that rendering N units costs N, not N²."""
+        name, model = runtime.name, runtime.unit.model
+        variables = {
+            "SUPERVISE_UNIT": name,
+            "SUPERVISE_ENV": str(runtime.env_file),
+            "SUPERVISE_SOCKET": self.socket_path,
+        }
+        if model is not None:
+            variables["SUPERVISE_MODEL"] = model
+        if runtime.notify_path is not None:
+            variables["NOTIFY_SOCKET"] = str(runtime.notify_path)
         return RenderContext(
             base_dir=str(self.loaded.base_dir),
             env_files=self.loaded.env_files,
             environ=self.loaded.environ,
             stack_env=self.loaded.stack.env,
             processes=self.loaded.stack.processes,
-            model_keys={m: self.model_keys(m) for m in self.models},
+            model_keys={model: self.model_keys(model)} if model is not None else {},
             ports=self.ports,
-            unit_variables=unit_vars,
+            unit_variables={name: variables},
         )
+
+    def render_unit(self, runtime: UnitRuntime) -> Rendering:
+        """Raises MissingModelKey or UnresolvedReference, as `render` does."""
+        return render(runtime.unit, self.render_context(runtime))
 
     # ----------------------------------------------------------------- state
 
@@ -456,7 +460,7 @@ class Supervisor:
             reason, _ = self._blocked(runtime)
             if reason is None:
                 try:
-                    return render(runtime.unit, self.render_context())
+                    return self.render_unit(runtime)
                 except MissingModelKey as exc:
                     reason = str(exc)
                 except UnresolvedReference as exc:
