@@ -576,3 +576,26 @@ command = ["{PY}", "{SVC}"]
         assert "sk-very-secret-123" not in json.dumps(run.records)
     finally:
         assert run.stop() == 0
+
+
+def test_concurrent_restarts_of_one_unit_coalesce_into_one(stack: tuple[Run, Client]) -> None:
+    run, client = stack
+    mark = len(run.records)
+    answers: list[dict[str, object]] = []
+    barrier = threading.Barrier(5)
+
+    def restart() -> None:
+        barrier.wait()
+        answers.append(client.restart("math"))
+
+    threads = [threading.Thread(target=restart) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 5
+    assert all("restarted" in str(a["message"]) for a in answers)
+    starts = [
+        r for r in run.records[mark:] if r.get("unit") == "math" and r.get("event") == "starting"
+    ]
+    assert len(starts) == 1

@@ -179,9 +179,7 @@ async def kill_tree(
     # the leader (if it exited) was already gone; later looks scan afresh.
     since = time.monotonic()
     await anyio.lowlevel.checkpoint()  # let units stopping together reach this point and share it
-    left = {
-        p.pid: p for p in [*still_alive(known), *members(leader, marker, table_since(since))]
-    }
+    left = {p.pid: p for p in [*still_alive(known), *members(leader, marker, table_since(since))]}
     with anyio.move_on_after(KILL_PATIENCE):
         while left:
             killed += len(left)

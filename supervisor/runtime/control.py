@@ -78,6 +78,7 @@ class LiveSupervisor(Supervisor):
         self._batch_wake = anyio.Event()
         self._apply_lock = anyio.Lock()
         self._watch_stop = anyio.Event()
+        self._restarting: dict[str, int] = {}  # unit → generation a running restart replaces
         super().__init__(loaded, printer, only_models=self.only_models)
 
     # ----------------------------------------------------------------- batching
@@ -378,20 +379,28 @@ class LiveSupervisor(Supervisor):
         return await self._wait_one(name, generation, timeout, "started")
 
     async def restart_unit(self, name: str, timeout: float | None = None) -> dict[str, Any]:
-        async with self._apply_lock:
-            runtime = self.unit(name)
-            if runtime.status.state is State.PENDING and runtime.has_task:
-                return {
-                    "unit": name,
-                    "message": f"{name} is pending ({runtime.status.reason}); nothing to restart",
-                }
-            generation = runtime.generation
-            await self.stop_task(runtime)
-            runtime.user_stopped = False
-            runtime.failures.reset()
-            runtime.restarts += 1
-            self.start_task(runtime)
-        return await self._wait_one(name, generation, timeout, "restarted")
+        ongoing = self._restarting.get(name)
+        if ongoing is not None:  # concurrent restarts of one unit coalesce into one
+            return await self._wait_one(name, ongoing, timeout, "restarted")
+        runtime = self.unit(name)
+        if runtime.status.state is State.PENDING and runtime.has_task:
+            return {
+                "unit": name,
+                "message": f"{name} is pending ({runtime.status.reason}); nothing to restart",
+            }
+        generation = runtime.generation
+        self._restarting[name] = generation  # claimed before any await
+        try:
+            async with self._apply_lock:
+                runtime = self.unit(name)
+                await self.stop_task(runtime)
+                runtime.user_stopped = False
+                runtime.failures.reset()
+                runtime.restarts += 1
+                self.start_task(runtime)
+            return await self._wait_one(name, generation, timeout, "restarted")
+        finally:
+            self._restarting.pop(name, None)
 
     async def _wait_one(
         self, name: str, generation: int, timeout: float | None, verb: str
