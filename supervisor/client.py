@@ -11,12 +11,11 @@ import it. Inside a unit, `Client()` finds the socket through `SUPERVISE_SOCKET`
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -69,20 +68,72 @@ def find_socket(explicit: str | os.PathLike[str] | None = None) -> str:
     return str(Path(DEFAULT_SOCKET).absolute())
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
+class _Response:
+    """An HTTP/1.1 response read off a Unix socket: status, then the body (sized or
+    chunked). A few lines instead of http.client keep `supervise status` quick to start."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.buffer = b""
+        head = self._until(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            self.status = int(lines[0].split()[1])
+        except (IndexError, ValueError) as exc:
+            raise ClientError("http_error", f"malformed response {lines[0]!r}") from exc
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def _until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                raise ClientError("io_error", "the supervisor closed the connection")
+        found, _, self.buffer = self.buffer.partition(marker)
+        return found
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ClientError("io_error", "the supervisor closed the connection")
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.headers.get("transfer-encoding") == "chunked":
+            while True:
+                size = int(self._until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    return
+                yield self._exactly(size)
+                self._exactly(2)
+        elif "content-length" in self.headers:
+            yield self._exactly(int(self.headers["content-length"]))
+        else:
+            while self._fill():
+                pass
+            yield self.buffer
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+        if pending:
+            yield pending
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Client:
@@ -94,26 +145,40 @@ class Client:
         self.socket_path = find_socket(socket)
         self.timeout = timeout
 
-    def _open(self, method: str, path: str, body: Any = None) -> http.client.HTTPResponse:
-        conn = _UnixConnection(self.socket_path, self.timeout)
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+    def _open(self, method: str, path: str, body: Any = None) -> _Response:
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
+            sock.connect(self.socket_path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
+            sock.close()
             raise NoSupervisorError(
                 "no_supervisor",
                 f"no supervisor answers on {self.socket_path} "
                 "(is `supervise run` up? pass -c FILE or set SUPERVISE_SOCKET)",
             ) from exc
         except OSError as exc:
-            conn.close()
+            sock.close()
             raise ClientError("io_error", f"{self.socket_path}: {exc}") from exc
+        try:
+            sock.sendall(head.encode() + payload)
+            response = _Response(sock)
+        except OSError as exc:
+            sock.close()
+            raise ClientError("io_error", f"{self.socket_path}: {exc}") from exc
+        except ClientError:
+            sock.close()
+            raise
         if response.status >= 400:
-            data = response.read()
-            conn.close()
+            try:
+                data = response.read()
+            finally:
+                response.close()
             try:
                 error = json.loads(data)["error"]
                 raise ClientError(error["code"], error["message"], response.status)
@@ -135,10 +200,11 @@ class Client:
         """Open the stream now (so nothing that happens after the call is missed) and
         return an iterator over its records."""
         response = self._open("GET", path)
+        response.sock.settimeout(None)  # a followed stream waits as long as it must
 
         def records() -> Generator[dict[str, Any], None, None]:
             try:
-                for line in response:
+                for line in response.lines():
                     if line.strip():
                         yield json.loads(line)
             finally:

@@ -103,27 +103,49 @@ def _has_marker(proc: Proc, marker: bytes) -> bool:
     return marker in environ
 
 
+@dataclass(frozen=True)
+class _Index:
+    """Lookups over one process table, built once and shared by units stopped together."""
+
+    table: dict[int, Proc]
+    children: dict[int, list[int]]  # ppid → pids
+    grouped: dict[int, list[int]]  # pgrp or sid → pids
+    adopted: list[Proc]  # children of this process or of init: orphans, maybe of a unit
+
+
+_index: _Index | None = None
+
+
+def _index_of(table: dict[int, Proc]) -> _Index:
+    global _index
+    if _index is None or _index.table is not table:
+        adopters = {os.getpid(), 1}
+        children: dict[int, list[int]] = {}
+        grouped: dict[int, list[int]] = {}
+        adopted = []
+        for proc in table.values():
+            children.setdefault(proc.ppid, []).append(proc.pid)
+            grouped.setdefault(proc.pgrp, []).append(proc.pid)
+            if proc.sid != proc.pgrp:
+                grouped.setdefault(proc.sid, []).append(proc.pid)
+            if proc.ppid in adopters:
+                adopted.append(proc)
+        _index = _Index(table, children, grouped, adopted)
+    return _index
+
+
 def members(leader: int, marker: bytes, table: dict[int, Proc] | None = None) -> list[Proc]:
     """Every process of the unit whose leader is `leader` (in `table`, default a fresh
     scan); callers check liveness again before signalling."""
-    table = proc_table() if table is None else table
-    children: dict[int, list[int]] = {}
-    for proc in table.values():
-        children.setdefault(proc.ppid, []).append(proc.pid)
-    adopters = {os.getpid(), 1}
-    roots = [leader] + [
-        proc.pid
-        for proc in table.values()
-        if proc.pgrp == leader
-        or proc.sid == leader
-        or (proc.ppid in adopters and _has_marker(proc, marker))
-    ]
+    index = _index_of(proc_table() if table is None else table)
+    roots = [leader, *index.grouped.get(leader, ())]
+    roots += [p.pid for p in index.adopted if _has_marker(p, marker)]
     found: dict[int, Proc] = {}
     while roots:
         pid = roots.pop()
-        if pid in table and pid not in found:
-            found[pid] = table[pid]
-            roots.extend(children.get(pid, ()))
+        if pid in index.table and pid not in found:
+            found[pid] = index.table[pid]
+            roots.extend(index.children.get(pid, ()))
     return list(found.values())
 
 
