@@ -65,6 +65,9 @@ class Batch:
     restarted: list[str] = field(default_factory=list)
     generations: dict[str, int] = field(default_factory=dict)
     applied: anyio.Event = field(default_factory=anyio.Event)
+    # Models whose keys changed (only their units can render differently); None: every
+    # unit (a reload, an env file).
+    models: set[str] | None = field(default_factory=set)
 
 
 class LiveSupervisor(Supervisor):
@@ -96,14 +99,20 @@ class LiveSupervisor(Supervisor):
 
     def on_keys_changed(self, model: str, source: str) -> None:
         self._wake()
-        self.request_apply()
+        self.request_apply(model)
 
-    def request_apply(self) -> Batch:
-        """The batch that will carry the latest change (opened if none is waiting)."""
+    def request_apply(self, model: str | None = None) -> Batch:
+        """The batch that will carry the latest change (opened if none is waiting): a
+        change of `model`'s keys, or of anything (None)."""
         if self._batch is None:
             self._batch = Batch()
             self._batch_wake.set()
-        return self._batch
+        batch = self._batch
+        if model is None:
+            batch.models = None
+        elif batch.models is not None:
+            batch.models.add(model)
+        return batch
 
     async def _apply_batches(self) -> None:
         while True:
@@ -122,10 +131,16 @@ class LiveSupervisor(Supervisor):
         assert self._tg is not None
         self._tg.start_soon(func, *args)
 
-    def changed_units(self) -> list[UnitRuntime]:
-        """Units whose fresh rendering differs from the one they run (or ran) with."""
+    def _in_scope(self, runtime: UnitRuntime, models: set[str] | None) -> bool:
+        return models is None or runtime.unit.model in models
+
+    def changed_units(self, models: set[str] | None = None) -> list[UnitRuntime]:
+        """Units (of `models`, or all) whose fresh rendering differs from the one they
+        run (or ran) with."""
         changed = []
         for runtime in self.units.values():
+            if not self._in_scope(runtime, models):
+                continue
             if runtime.user_stopped or runtime.rendering is None:
                 continue
             if runtime.status.state is State.STOPPED:
@@ -140,7 +155,7 @@ class LiveSupervisor(Supervisor):
         return changed
 
     async def _apply(self, batch: Batch) -> None:
-        changed = self.changed_units()
+        changed = self.changed_units(batch.models)
         if self._shutting_down:
             return
         if changed:
@@ -160,7 +175,8 @@ class LiveSupervisor(Supervisor):
         # the caller waits for them too.
         for runtime in self.units.values():
             if (
-                runtime.status.state is State.PENDING
+                self._in_scope(runtime, batch.models)
+                and runtime.status.state is State.PENDING
                 and runtime.has_task
                 and runtime not in changed
                 and self._blocked(runtime)[0] is None
@@ -266,7 +282,7 @@ class LiveSupervisor(Supervisor):
             return answer
         self.printer.set_secrets(self._secret_values())
         self._wake()
-        batch = self.request_apply()
+        batch = self.request_apply(model)
         if not wait:
             await batch.applied.wait()
             answer["restarted"] = batch.restarted
