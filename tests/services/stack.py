@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from services.incident.children import STACK_KEYS
+from services.incident.children import STACK_KEYS, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # A server imports the MCP SDK (~0.5 s here); generous for a loaded CI machine.
@@ -45,13 +44,6 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get_json(url: str, timeout: float = 2.0) -> Any:
