@@ -578,24 +578,40 @@ command = ["{PY}", "{SVC}"]
         assert run.stop() == 0
 
 
-def test_concurrent_restarts_of_one_unit_coalesce_into_one(stack: tuple[Run, Client]) -> None:
-    run, client = stack
-    mark = len(run.records)
-    answers: list[dict[str, object]] = []
-    barrier = threading.Barrier(5)
+def test_concurrent_restarts_of_one_unit_coalesce_into_one(tmp_path: Path) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[processes.slow]
+command = ["{PY}", "{SVC}", "--listen", "--delay", "1"]
+port = "auto"
+ready = {{ tcp = "${{port}}" }}
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("slow", "running", ready=True)
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        mark = len(run.records)
+        answers: list[dict[str, object]] = []
+        barrier = threading.Barrier(5)
 
-    def restart() -> None:
-        barrier.wait()
-        answers.append(client.restart("math"))
+        def restart() -> None:
+            barrier.wait()
+            answers.append(client.restart("slow"))
 
-    threads = [threading.Thread(target=restart) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(answers) == 5
-    assert all("restarted" in str(a["message"]) for a in answers)
-    starts = [
-        r for r in run.records[mark:] if r.get("unit") == "math" and r.get("event") == "starting"
-    ]
-    assert len(starts) == 1
+        threads = [threading.Thread(target=restart) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(answers) == 5
+        assert all("restarted" in str(a["message"]) for a in answers)
+        starts = [
+            r
+            for r in run.records[mark:]
+            if r.get("unit") == "slow" and r.get("event") == "starting"
+        ]
+        assert len(starts) == 1
+    finally:
+        assert run.stop() == 0
