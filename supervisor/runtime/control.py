@@ -503,7 +503,15 @@ class LiveSupervisor(Supervisor):
             await self.reload()
 
     async def _watch_files(self) -> None:
-        """Apply edits of the stack file and env files as reloads."""
+        """Apply edits of the stack file and env files as reloads. If watching cannot
+        work here (no inotify, its limits reached), say so and go on without it:
+        `supervise reload` and SIGHUP still do the same."""
+        try:
+            await self._watch_files_forever()
+        except Exception as exc:  # noqa: BLE001 - the stack runs on without watching
+            self.printer.note(f"not watching the stack file ({exc!r}); use `supervise reload`")
+
+    async def _watch_files_forever(self) -> None:
         from watchfiles import awatch
 
         while not self._shutting_down:
