@@ -508,7 +508,7 @@ class LiveSupervisor(Supervisor):
         `supervise reload` and SIGHUP still do the same."""
         try:
             await self._watch_files_forever()
-        except Exception as exc:  # noqa: BLE001 - the stack runs on without watching
+        except Exception as exc:
             self.printer.note(f"not watching the stack file ({exc!r}); use `supervise reload`")
 
     async def _watch_files_forever(self) -> None:
