@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from supervisor.config.load import LoadedStack, load_stack
 from supervisor.errors import ConfigError, InvalidValue, MissingModelKey, UnresolvedReference
@@ -80,7 +83,7 @@ class LiveSupervisor(Supervisor):
         self._batch: Batch | None = None
         self._batch_wake = anyio.Event()
         self._apply_lock = anyio.Lock()
-        self._watch_stop = anyio.Event()
+        self._watch_stop = threading.Event()
         self._restarting: dict[str, int] = {}  # unit → generation a running restart replaces
         super().__init__(loaded, printer, only_models=self.only_models)
 
@@ -512,23 +515,49 @@ class LiveSupervisor(Supervisor):
             self.printer.note(f"not watching the stack file ({exc!r}); use `supervise reload`")
 
     async def _watch_files_forever(self) -> None:
-        from watchfiles import awatch
+        """Watch from a daemon thread of its own, so that a shutdown never waits for it;
+        each relevant change wakes the event loop, which reloads."""
+        from watchfiles import watch
 
+        token = anyio.lowlevel.current_token()
         while not self._shutting_down:
             watched = {Path(p).resolve() for p in self.loaded.watched}
             directories = {str(p.parent) for p in watched if p.parent.is_dir()}
             if not directories:
                 return
-            stop = self._watch_stop = anyio.Event()
-            async for changes in awatch(
-                *directories,
-                stop_event=stop,
-                debounce=50,
-                step=WATCH_STEP_MS,
-                recursive=False,
-                rust_timeout=WATCH_TIMEOUT_MS,
-            ):
-                if any(Path(path).resolve() in watched for _, path in changes):
+            stop = self._watch_stop = threading.Event()
+            send, receive = anyio.create_memory_object_stream[BaseException | None](1)
+
+            def hand_over(item: BaseException | None, send: Any = send) -> None:
+                with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                    send.send_nowait(item)  # one pending wake-up is enough
+
+            def run(
+                stop: threading.Event = stop,
+                watched: set[Path] = watched,
+                directories: set[str] = directories,
+            ) -> None:
+                try:
+                    for changes in watch(
+                        *directories,
+                        stop_event=stop,
+                        debounce=50,
+                        step=WATCH_STEP_MS,
+                        rust_timeout=WATCH_TIMEOUT_MS,
+                        recursive=False,
+                        raise_interrupt=False,
+                    ):
+                        if any(Path(path).resolve() in watched for _, path in changes):
+                            anyio.from_thread.run_sync(hand_over, None, token=token)
+                except Exception as exc:
+                    with contextlib.suppress(Exception):  # the loop may be gone already
+                        anyio.from_thread.run_sync(hand_over, exc, token=token)
+
+            threading.Thread(target=run, name="supervise-watch", daemon=True).start()
+            async with receive:
+                async for failure in receive:
+                    if failure is not None:
+                        raise failure
                     self.printer.note("stack or env file changed: reloading")
                     try:
                         await self.reload()
@@ -538,3 +567,4 @@ class LiveSupervisor(Supervisor):
                         self.printer.note(f"reload failed, nothing changed: {exc!r}")
                     if {Path(p).resolve() for p in self.loaded.watched} != watched:
                         stop.set()  # env_files changed: watch the new set
+                        break
