@@ -24,7 +24,6 @@ from supervisor.config.model import (
     is_safe_name,
 )
 from supervisor.errors import (
-    ConfigError,
     InvalidValue,
     MissingModelKey,
     Problem,
@@ -353,10 +352,3 @@ def _render_probe(probe: Probe | None, text: Callable[[str, str], str]) -> Rende
     else:
         target = (text(kind, str(getattr(probe, kind))),)
     return RenderedProbe(kind, target, probe.interval, probe.timeout, probe.within)  # type: ignore[arg-type]
-
-
-def plan_problems(processes: Mapping[str, Process], file: str) -> None:
-    """Raise ConfigError with every cross-process problem, if any."""
-    problems = check_processes(processes, file)
-    if problems:
-        raise ConfigError(problems)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from supervisor.config.load import LoadedStack
-from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
+from supervisor.errors import MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
     RenderContext,
     Unit,
@@ -128,8 +128,3 @@ def _describe(loaded: LoadedStack, models: list[str], units: Mapping[str, Unit])
                 words.append("not required")
             lines.append(f"  {unit.name}: " + "; ".join(words))
     return lines
-
-
-def raise_for_problems(review: Review) -> None:
-    if review.problems:
-        raise ConfigError(review.problems)
