@@ -141,3 +141,28 @@ class Servers:
             server.signal_stop()
         for server in self.started:
             server.wait_stopped()
+
+
+# Bounds a run that should end in milliseconds; a hang fails instead of stalling the suite.
+EXIT_SECONDS = 10.0
+
+
+def run_module(
+    module: str,
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    flags: tuple[str, ...] = (),
+    args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python [flags] -m module [args]`` to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, *flags, "-m", module, *args],
+        env=child_env(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_SECONDS,
+        check=False,
+    )

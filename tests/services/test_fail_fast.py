@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.services.stack import child_env
+from tests.services.stack import run_module
 
 EX_CONFIG = 78
-# Bounds a run that should end in milliseconds; a hang fails instead of stalling the suite.
-EXIT_SECONDS = 10.0
 GOOD_DATE = "2025-10-02"
 HEAVY = {"mcp", "mcp_types", "uvicorn", "starlette", "pydantic", "anyio", "httpx2"}
-
-
-def run_module(
-    module: str,
-    env: dict[str, str],
-    cwd: Path,
-    *,
-    flags: tuple[str, ...] = (),
-    args: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python [flags] -m module [args]`` to its end, output captured."""
-    return subprocess.run(
-        [sys.executable, *flags, "-m", module, *args],
-        env=child_env(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=EXIT_SECONDS,
-        check=False,
-    )
 
 
 CASES = [

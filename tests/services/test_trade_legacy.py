@@ -4,8 +4,6 @@ file at each call, the incident's message when it is not there; the normal mode 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,10 @@ from services.ledger import Ledger
 from services.prices import DEFAULT_PRICE_FILE, load_price_book
 from services.settings import LegacyTradeSettings, Listen
 from services.trade.legacy import NO_SIGNATURE, NO_TODAY_DATE, settings_for_call
-from tests.services.stack import Servers, child_env
+from tests.services.stack import Servers, run_module
 
 # Bounds one test's MCP conversation; real calls take milliseconds.
 CALL_SECONDS = 20.0
-# Bounds a server run that should end in milliseconds.
-EXIT_SECONDS = 10.0
 EX_CONFIG = 78
 YESTERDAY, TODAY, LATER = "2025-10-01", "2025-10-02", "2025-10-03"
 HEAVY = {"mcp", "mcp_types", "uvicorn", "starlette", "pydantic", "anyio", "httpx2"}
@@ -180,19 +176,6 @@ def test_with_signature_set_the_runtime_file_is_ignored_and_the_server_runs_norm
     assert "LEGACY" not in trade.output()
 
 
-def run_trade(env: dict[str, str], cwd: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *flags, "-m", "services.trade"],
-        env=child_env(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=EXIT_SECONDS,
-        check=False,
-    )
-
-
 FAIL_FAST = [
     # An empty RUNTIME_ENV_PATH is no legacy mode: the normal path's strictness.
     ({"RUNTIME_ENV_PATH": "", "TODAY_DATE": TODAY}, "trade: SIGNATURE environment variable is"),
@@ -208,7 +191,7 @@ FAIL_FAST = [
 def test_legacy_mode_still_checks_the_rest_of_the_environment_at_start_and_exits_78(
     env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
-    result = run_trade(env, tmp_path, "-X", "importtime")
+    result = run_module("services.trade", env, tmp_path, flags=("-X", "importtime"))
 
     assert result.returncode == EX_CONFIG, result.stderr
     errors = [line for line in result.stderr.splitlines() if "|" not in line]
