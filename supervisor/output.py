@@ -17,12 +17,11 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TextIO
 
+from supervisor.secrets import MIN_MASKED_LENGTH, mask
 from supervisor.state import Event
 
 SUPERVISOR_NAME = "supervise"
 BUFFER_LINES = 10_000  # lines waiting for a slow stdout before the oldest are dropped
-MASK = "***"
-MIN_MASKED_LENGTH = 4  # shorter secret values would mask ordinary words
 _COLORS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)
 _RESET = "\x1b[0m"
 
@@ -33,13 +32,6 @@ def clock(ts: float) -> str:
 
 def color_of(unit: str) -> int:
     return _COLORS[sum(unit.encode()) % len(_COLORS)]
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def format_line(

@@ -29,9 +29,8 @@ from supervisor.errors import (
     Problem,
     UnresolvedReference,
 )
+from supervisor.secrets import redact
 
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-REDACTED = "***"
 # Variables the supervisor sets itself; an inherited copy (a supervisor inside a unit)
 # must never leak into units as if it were theirs.
 OWN_VARIABLES = frozenset(
@@ -46,15 +45,6 @@ OWN_VARIABLES = frozenset(
         "LISTEN_FDNAMES",
     }
 )
-
-
-def is_secret(name: str) -> bool:
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
-
-
-def redact(name: str, value: str) -> str:
-    return REDACTED if is_secret(name) else value
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from supervisor.plan import (
     Unit,
     check_processes,
     expand,
-    redact,
     render,
 )
+from supervisor.secrets import redact
 
 # Stands in for an auto port while checking; never shown.
 _PLACEHOLDER_PORT = 1

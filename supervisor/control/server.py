@@ -26,9 +26,8 @@ import psutil
 from supervisor.config.load import settings_value
 from supervisor.control.http import ApiError, Request, Response, serve
 from supervisor.errors import ConfigError, Problem
-from supervisor.output import mask
-from supervisor.plan import redact
 from supervisor.runtime.unit import LogRecord, UnitRuntime
+from supervisor.secrets import mask, redact
 from supervisor.state import State
 
 if TYPE_CHECKING:

@@ -35,13 +35,12 @@ from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.osproc import guard
 from supervisor.osproc.spawn import Child, Reaper, SpawnError, become_subreaper, spawn, spawn_plain
 from supervisor.osproc.tree import kill_tree, members, send, signal_group, stop_tree
-from supervisor.output import Printer, mask
+from supervisor.output import Printer
 from supervisor.plan import (
     RenderContext,
     Rendering,
     Unit,
     expand,
-    is_secret,
     levels,
     render,
 )
@@ -58,6 +57,7 @@ from supervisor.runtime.unit import (
     serve_notify,
 )
 from supervisor.runtime.warm import WarmStartError, Zygote, module_command, zygote_environment
+from supervisor.secrets import is_secret, mask
 from supervisor.state import LIVE, Event, State, advance
 
 EXIT_OK = 0
