@@ -6,13 +6,13 @@ import random
 
 import pytest
 
+from supervisor.config.handoff import PublishError, parse_published
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
 from supervisor.config.model import Process
 from supervisor.config.procfile import parse_procfile
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.plan import RenderContext, expand, find_cycle, levels, render
 from supervisor.policy import FailureWindow, backoff_delay, should_restart
-from supervisor.runtime.publish import PublishError, parse_published
 from supervisor.state import IllegalTransition, State, Status, advance
 
 VARS = {"HOME": "/home/x", "EMPTY": "", "PORT": "8080"}

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from supervisor.config.handoff import PublishError, read_published
 from supervisor.config.load import LoadedStack, settings_value
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.osproc import guard
@@ -46,7 +47,6 @@ from supervisor.plan import (
 )
 from supervisor.policy import EX_CONFIG, FailureWindow, backoff_delay, should_restart
 from supervisor.runtime.probes import ProbeContext, ProbeTimeout, wait_ready
-from supervisor.runtime.publish import PublishError, read_published
 from supervisor.runtime.unit import (
     LogRecord,
     Outcome,
