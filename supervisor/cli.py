@@ -1,7 +1,9 @@
-"""`supervise`: argv → calls → exit codes. No logic of its own.
+"""`supervise`: argv → calls → exit codes. No logic of its own: it wires the loaded
+stack, the supervisor, its live config and its front ends for `run`, and turns client
+commands into calls of `supervisor.client`.
 
-Client commands import only `supervisor.client` (standard library), so `supervise status`
-answers without paying for pydantic or anyio; `run` and `check` import the rest lazily.
+Client commands import only `supervisor.client` and `supervisor.output.format`
+(standard library), so `supervise status` answers without paying for pydantic or anyio.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NO_SUPERVISOR = 3
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         return command
 
+    def timeout(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            metavar="S",
+            help="wait at most S seconds (default 60); answers at once when the outcome is known",
+        )
+
     run = add("run", "run the stack in the foreground")
     run.add_argument(
         "--model",
@@ -60,20 +73,28 @@ def _parser() -> argparse.ArgumentParser:
     set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     set_.add_argument("--unset", action="append", default=[], metavar="KEY")
     set_.add_argument("--no-wait", action="store_true")
-    set_.add_argument("--timeout", type=float, default=None, metavar="S")
+    set_.add_argument(
+        "--no-rollback",
+        action="store_true",
+        help="keep the new value even if a restarted unit fails (its model may then fail)",
+    )
+    timeout(set_)
 
-    launch = add("launch", "start a new model's units at runtime; prints their ports as JSON")
+    launch = add("launch", "start a model's units at runtime; prints their ports as JSON")
     launch.add_argument("model")
     launch.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
-    launch.add_argument("--timeout", type=float, default=None, metavar="S")
+    timeout(launch)
 
     drop = add("drop", "stop and forget a model's units")
     drop.add_argument("model")
 
     for verb in ("restart", "stop", "start"):
-        command = add(verb, f"{verb} one unit")
-        command.add_argument("unit")
-    add("reload", "re-read the stack file (same as SIGHUP)")
+        command = add(verb, f"{verb} one unit, or every unit of a model")
+        command.add_argument("unit", metavar="UNIT|MODEL")
+        if verb != "stop":
+            timeout(command)
+    reload = add("reload", "re-read the stack file (same as SIGHUP)")
+    timeout(reload)
     logs = add("logs", "recent and live output")
     logs.add_argument("unit", nargs="?")
     logs.add_argument("-f", "--follow", action="store_true")
@@ -90,27 +111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _client_command(args)
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from supervisor.config.load import load_stack
+def _environ() -> dict[str, str]:
+    from supervisor.config.load import with_own_virtualenv
 
-    return load_stack(args.config, os.environ)
+    return with_own_virtualenv(os.environ, sys.executable, sys.prefix, sys.base_prefix)
 
 
 def _check(args: argparse.Namespace) -> int:
+    from supervisor.check import load_checked
     from supervisor.errors import ConfigError
-    from supervisor.review import review_stack
 
     try:
-        loaded = _load(args)
+        _, report = load_checked(args.config, _environ())
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
-    review = review_stack(loaded)
-    if review.problems:
-        _print_problems(ConfigError(review.problems))
-        return EXIT_CONFIG
-    print("\n".join(review.lines))
-    for warning in review.warnings:
+    print("\n".join(report.lines))
+    for warning in report.warnings:
         print(f"warning: {warning}")
     return EXIT_OK
 
@@ -125,32 +142,44 @@ def _print_problems(exc: Exception) -> None:
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
+    from supervisor.check import load_checked
+    from supervisor.config.load import settings_value
+    from supervisor.control.server import serve_control, serve_health
     from supervisor.errors import ConfigError
-    from supervisor.output import Printer
-    from supervisor.review import review_stack
-    from supervisor.runtime.control import LiveSupervisor
+    from supervisor.output.printer import Printer
+    from supervisor.runtime.live import LiveConfig
+    from supervisor.runtime.signals import handle_signals
+    from supervisor.runtime.supervisor import FrontEnd, Supervisor
+    from supervisor.runtime.watch import watch_stack_files
 
     try:
-        loaded = _load(args)
-        review = review_stack(loaded, args.model)
-        if review.problems:
-            raise ConfigError(review.problems)
+        loaded, report = load_checked(args.config, _environ(), args.model)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
     printer = Printer(args.log_format or loaded.stack.supervise.log_format)
-    for warning in review.warnings:
+    for warning in report.warnings:
         printer.note(f"warning: {warning}")
-    supervisor = LiveSupervisor(loaded, printer, only_models=args.model)
+    supervisor = Supervisor(loaded, printer, only_models=args.model)
+    live = LiveConfig(supervisor)
+    front_ends: list[FrontEnd] = [
+        partial(handle_signals, live),
+        partial(serve_control, live, supervisor.registry_link),
+        live.serve,
+    ]
+    address = settings_value(loaded, "http")
+    if address:
+        front_ends.append(partial(serve_health, live, address, printer.note))
+    front_ends.append(partial(watch_stack_files, live))
     code = EXIT_FAILED
     try:
-        code = anyio.run(supervisor.run)
+        code = anyio.run(supervisor.run, front_ends)
     except* ConfigError as group:
         for problem in _leaves(group):
             _print_problems(problem)
         code = EXIT_CONFIG
     except* KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     return code
 
 
@@ -182,11 +211,12 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
 def _client_command(args: argparse.Namespace) -> int:
     from supervisor import client
 
-    socket_path = None
-    if args.config is not None:
-        socket_path = client.socket_from_stack_file(args.config)
     try:
-        api = client.Client(socket_path)
+        if args.config is not None:
+            socket_path, how = client.socket_from_stack_file(args.config)
+            api = client.Client(socket_path, how=how)
+        else:
+            api = client.Client()
         return _dispatch(api, args)
     except UsageError as exc:
         print(f"supervise: {exc}", file=sys.stderr)
@@ -198,19 +228,16 @@ def _client_command(args: argparse.Namespace) -> int:
         print(f"supervise: {exc}", file=sys.stderr)
         return EXIT_CONFIG if exc.code == "invalid_config" else EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _dispatch(api: Any, args: argparse.Namespace) -> int:
-    from supervisor import client
+    from supervisor.output import format as fmt
 
     command = args.command
     if command == "status":
         answer = api.status(args.unit)
-        if args.json:
-            print(json.dumps(answer, indent=2))
-        else:
-            print(client.format_status(answer))
+        print(json.dumps(answer, indent=2) if args.json else fmt.format_status(answer))
         return EXIT_OK
     if command == "set":
         answer = api.set(
@@ -219,26 +246,32 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
             unset=args.unset,
             wait=not args.no_wait,
             timeout=args.timeout,
+            rollback=not args.no_rollback,
         )
-        print(client.format_change(answer))
-        return EXIT_FAILED if answer.get("failed") else EXIT_OK
+        print(fmt.format_change(answer))
+        return EXIT_FAILED if answer.get("failed") or answer.get("rolled_back") else EXIT_OK
     if command == "launch":
         answer = api.launch(args.model, _pairs(args.pairs), timeout=args.timeout)
         print(json.dumps(answer, indent=2))
         return EXIT_FAILED if answer.get("failed") else EXIT_OK
     if command == "drop":
-        print(client.format_change(api.drop(args.model)))
+        print(fmt.format_change(api.drop(args.model)))
         return EXIT_OK
-    if command in ("restart", "stop", "start"):
-        answer = getattr(api, command)(args.unit)
-        print(answer.get("message", ""))
+    if command == "stop":
+        print(api.stop(args.unit).get("message", ""))
+        return EXIT_OK
+    if command in ("start", "restart"):
+        call = api.start if command == "start" else api.restart
+        answer = call(args.unit, args.timeout)
+        print(fmt.format_change({"message": answer.get("message"), "failed": answer.get("failed")}))
         return EXIT_FAILED if answer.get("failed") else EXIT_OK
     if command == "reload":
-        print(client.format_change(api.reload()))
-        return EXIT_OK
+        answer = api.reload(args.timeout)
+        print(fmt.format_change(answer))
+        return EXIT_FAILED if answer.get("failed") or answer.get("rolled_back") else EXIT_OK
     if command == "logs":
         for record in api.logs(args.unit, lines=args.lines, follow=args.follow):
-            print(client.format_log(record), flush=args.follow)
+            print(fmt.format_log(record), flush=args.follow)
         return EXIT_OK
     raise AssertionError(command)
 

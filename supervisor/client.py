@@ -11,10 +11,14 @@ import it. Inside a unit, `Client()` finds the socket through `SUPERVISE_SOCKET`
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 import socket
-import time
+import stat
+import tempfile
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,8 @@ from urllib.parse import quote, urlencode
 
 SOCKET_VARIABLE = "SUPERVISE_SOCKET"
 DEFAULT_SOCKET = ".supervise/control.sock"
-DEFAULT_TIMEOUT = 300.0  # a set waits for restarts; the server bounds each wait itself
+DEFAULT_WAIT = 60.0  # the server's default for a waiting call
+TIMEOUT_MARGIN = 30.0  # a socket waits this much longer than the server's own deadline
 
 
 class ClientError(Exception):
@@ -37,35 +42,73 @@ class NoSupervisorError(ClientError):
     """Nothing answers on the socket."""
 
 
-def socket_from_stack_file(path: Path) -> str:
-    """The control socket a stack file names (read without validating the whole file)."""
-    import tomllib
+def registry_dir() -> Path:
+    """Where running supervisors register their socket by stack file (per user)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "supervise"
+    return Path(tempfile.gettempdir()) / f"supervise-{os.getuid()}"
 
-    value = DEFAULT_SOCKET
-    if path.suffix == ".toml":
-        try:
-            document = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError):
-            document = {}
-        if path.name == "pyproject.toml":
-            document = document.get("tool", {}).get("supervise", {})
-        value = document.get("supervise", {}).get("control_socket", DEFAULT_SOCKET)
+
+def registry_entry(stack_file: Path) -> Path | None:
+    """The registry entry of a stack file: a symlink to its supervisor's socket."""
+    try:
+        resolved = str(Path(stack_file).resolve())
+    except OSError:
+        return None
+    digest = hashlib.sha256(resolved.encode(errors="surrogateescape")).hexdigest()[:32]
+    return registry_dir() / f"{digest}.sock"
+
+
+def ensure_registry_dir(directory: Path) -> bool:
+    """Create the registry directory (0700) or check it is ours and private; a directory
+    someone else could write to is never trusted."""
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = directory.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
+_CONTROL_SOCKET = re.compile(r"""^\s*control_socket\s*=\s*(?:"([^"\n]*)"|'([^'\n]*)')""", re.M)
+
+
+def socket_from_stack_file(path: Path) -> tuple[str, str]:
+    """The control socket of the supervisor running `path`, and how it was found: the
+    registry entry a running supervisor made for this file, else the file's
+    `control_socket` (read leniently: a file that does not parse is searched for the
+    line), else the default next to the file."""
+    entry = registry_entry(path)
+    if entry is not None and ensure_registry_dir(entry.parent):
+        with contextlib.suppress(OSError):
+            return os.readlink(entry), f"the supervisor running {path}"
+    value, how = DEFAULT_SOCKET, f"the default socket of {path}"
+    text = ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = path.read_text()
+    if path.suffix == ".toml" and text:
+        found = _CONTROL_SOCKET.search(text)
+        if found is not None:
+            value = found.group(1) if found.group(1) is not None else found.group(2)
+            how = f"control_socket in {path}"
     socket_path = Path(os.path.expandvars(value)).expanduser()
     if not socket_path.is_absolute():
         socket_path = path.absolute().parent / socket_path
-    return str(socket_path)
+    return str(socket_path), how
 
 
-def find_socket(explicit: str | os.PathLike[str] | None = None) -> str:
+def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, str]:
+    """The control socket to use, and how it was found."""
     if explicit is not None:
-        return os.fspath(explicit)
+        return os.fspath(explicit), "given"
     from_env = os.environ.get(SOCKET_VARIABLE)
     if from_env:
-        return from_env
+        return from_env, SOCKET_VARIABLE
     for name in ("supervise.toml", "pyproject.toml", "Procfile"):
         if Path(name).is_file():
             return socket_from_stack_file(Path(name))
-    return str(Path(DEFAULT_SOCKET).absolute())
+    return str(Path(DEFAULT_SOCKET).absolute()), "the default socket in this directory"
 
 
 class _Response:
@@ -139,28 +182,28 @@ class _Response:
 class Client:
     """Synchronous client; every method returns the decoded JSON answer."""
 
-    def __init__(
-        self, socket: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
-        self.socket_path = find_socket(socket)
-        self.timeout = timeout
+    def __init__(self, socket: str | os.PathLike[str] | None = None, *, how: str = "") -> None:
+        self.socket_path, found = find_socket(socket)
+        self.how = how or found
 
-    def _open(self, method: str, path: str, body: Any = None) -> _Response:
+    def _open(
+        self, method: str, path: str, body: Any = None, wait: float | None = None
+    ) -> _Response:
         payload = b"" if body is None else json.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        sock.settimeout((wait if wait is not None else DEFAULT_WAIT) + TIMEOUT_MARGIN)
         try:
             sock.connect(self.socket_path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
             raise NoSupervisorError(
                 "no_supervisor",
-                f"no supervisor answers on {self.socket_path} "
-                "(is `supervise run` up? pass -c FILE or set SUPERVISE_SOCKET)",
+                f"no supervisor answers on {self.socket_path} ({self.how}; is `supervise run` "
+                "up? pass -c FILE or set SUPERVISE_SOCKET)",
             ) from exc
         except OSError as exc:
             sock.close()
@@ -188,8 +231,10 @@ class Client:
                 ) from None
         return response
 
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        response = self._open(method, path, body)
+    def _call(
+        self, method: str, path: str, body: Any = None, wait: float | None = None
+    ) -> dict[str, Any]:
+        response = self._open(method, path, body, wait)
         try:
             result: dict[str, Any] = json.loads(response.read())
         finally:
@@ -225,11 +270,17 @@ class Client:
         unset: Sequence[str] = (),
         wait: bool = True,
         timeout: float | None = None,
+        rollback: bool = True,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"set": dict(keys), "unset": list(unset), "wait": wait}
+        body: dict[str, Any] = {
+            "set": dict(keys),
+            "unset": list(unset),
+            "wait": wait,
+            "rollback": rollback,
+        }
         if timeout is not None:
             body["timeout"] = timeout
-        return self._call("POST", f"/v1/models/{quote(model, safe='')}/keys", body)
+        return self._call("POST", f"/v1/models/{quote(model, safe='')}/keys", body, timeout)
 
     def launch(
         self, model: str, keys: Mapping[str, str] | None = None, *, timeout: float | None = None
@@ -237,26 +288,28 @@ class Client:
         body: dict[str, Any] = {"model": model, "keys": dict(keys or {})}
         if timeout is not None:
             body["timeout"] = timeout
-        return self._call("POST", "/v1/models", body)
+        return self._call("POST", "/v1/models", body, timeout)
 
     def drop(self, model: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/models/{quote(model, safe='')}")
 
-    def _unit_action(self, unit: str, action: str, timeout: float | None) -> dict[str, Any]:
-        query = f"?{urlencode({'timeout': timeout})}" if timeout is not None else ""
-        return self._call("POST", f"/v1/units/{quote(unit)}/{action}{query}")
+    def _action(self, name: str, action: str, timeout: float | None) -> dict[str, Any]:
+        body = {"timeout": timeout} if timeout is not None else {}
+        return self._call("POST", f"/v1/units/{quote(name)}/{action}", body, timeout)
 
     def start(self, unit: str, timeout: float | None = None) -> dict[str, Any]:
-        return self._unit_action(unit, "start", timeout)
+        """Start a unit, or every stopped unit of a model (a failed model comes back)."""
+        return self._action(unit, "start", timeout)
 
     def stop(self, unit: str) -> dict[str, Any]:
-        return self._unit_action(unit, "stop", None)
+        return self._action(unit, "stop", None)
 
     def restart(self, unit: str, timeout: float | None = None) -> dict[str, Any]:
-        return self._unit_action(unit, "restart", timeout)
+        return self._action(unit, "restart", timeout)
 
-    def reload(self) -> dict[str, Any]:
-        return self._call("POST", "/v1/reload")
+    def reload(self, timeout: float | None = None) -> dict[str, Any]:
+        body = {"timeout": timeout} if timeout is not None else {}
+        return self._call("POST", "/v1/reload", body, timeout)
 
     def logs(
         self, unit: str | None = None, *, lines: int = 100, follow: bool = False
@@ -273,10 +326,8 @@ class Client:
 class AsyncClient:
     """The same calls for async code; each runs in a worker thread (anyio)."""
 
-    def __init__(
-        self, socket: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
-        self._client = Client(socket, timeout=timeout)
+    def __init__(self, socket: str | os.PathLike[str] | None = None) -> None:
+        self._client = Client(socket)
 
     async def _run(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         import functools
@@ -298,8 +349,11 @@ class AsyncClient:
         unset: Sequence[str] = (),
         wait: bool = True,
         timeout: float | None = None,
+        rollback: bool = True,
     ) -> dict[str, Any]:
-        return await self._run("set", model, keys, unset=unset, wait=wait, timeout=timeout)
+        return await self._run(
+            "set", model, keys, unset=unset, wait=wait, timeout=timeout, rollback=rollback
+        )
 
     async def launch(
         self, model: str, keys: Mapping[str, str] | None = None, *, timeout: float | None = None
@@ -318,71 +372,5 @@ class AsyncClient:
     async def restart(self, unit: str, timeout: float | None = None) -> dict[str, Any]:
         return await self._run("restart", unit, timeout)
 
-    async def reload(self) -> dict[str, Any]:
-        return await self._run("reload")
-
-
-# ------------------------------------------------------------------ formatting (CLI)
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
-
-
-def _size(value: int | None) -> str:
-    return "-" if value is None else f"{value / (1024 * 1024):.1f}M"
-
-
-def format_status(answer: dict[str, Any]) -> str:
-    units = answer.get("units", [answer] if "unit" in answer else [])
-    header = ("UNIT", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "RSS", "REASON")
-    rows = [header]
-    for u in units:
-        rows.append(
-            (
-                u["unit"],
-                u["state"],
-                "yes" if u.get("ready") else "-",
-                str(u.get("pid") or "-"),
-                str(u.get("port") or "-"),
-                str(u.get("restarts", 0)),
-                _age(u.get("uptime")),
-                "-" if u.get("cpu") is None else f"{u['cpu']:.1f}s",
-                _size(u.get("rss")),
-                u.get("reason") or "",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
-        for r in rows
-    ]
-    if answer.get("config_error"):
-        lines.append(
-            f"config error (the stack runs on the last good file):\n{answer['config_error']}"
-        )
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def format_change(answer: dict[str, Any]) -> str:
-    if answer.get("message"):
-        return str(answer["message"])
-    parts = []
-    for key in ("changed", "added", "removed", "restarted", "stopped"):
-        if answer.get(key):
-            parts.append(f"{key}: {', '.join(answer[key])}")
-    for unit, reason in (answer.get("failed") or {}).items():
-        parts.append(f"FAILED {unit}: {reason}")
-    return "\n".join(parts) or "nothing changed"
-
-
-def format_log(record: dict[str, Any]) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(record.get("ts", 0)))
-    return f"{stamp} {record.get('unit')} | {record.get('line')}"
+    async def reload(self, timeout: float | None = None) -> dict[str, Any]:
+        return await self._run("reload", timeout)

@@ -56,3 +56,18 @@ class InvalidValue(SuperviseError):
     def __init__(self, what: str, value: str, rule: str) -> None:
         self.what, self.value, self.rule = what, value, rule
         super().__init__(f"{what} {value!r} is invalid: {rule}")
+
+
+class ControlError(SuperviseError):
+    """A control request that cannot be done. `kind` is one of KINDS; front ends map it
+    to their own codes (HTTP statuses live in the routes, not here)."""
+
+    KINDS = frozenset(
+        {"bad_request", "forbidden", "not_found", "conflict", "invalid", "invalid_config"}
+    )
+
+    def __init__(self, kind: str, message: str) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown control error kind {kind!r}")
+        self.kind, self.message = kind, message
+        super().__init__(message)

@@ -14,22 +14,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from supervisor.config.interpolate import interpolate
+from supervisor.config.load import LoadedStack
 from supervisor.config.model import (
-    ENV_KEY_RULE,
-    NAME_RULE,
     Condition,
     Probe,
     Process,
-    is_env_key,
-    is_safe_name,
 )
 from supervisor.errors import (
-    InvalidValue,
     MissingModelKey,
     Problem,
     UnresolvedReference,
 )
-from supervisor.secrets import redact
 
 # Variables the supervisor sets itself; an inherited copy (a supervisor inside a unit)
 # must never leak into units as if it were theirs.
@@ -183,32 +178,6 @@ def levels(units: Mapping[str, Unit]) -> dict[str, int]:
     return depth
 
 
-def validate_model(name: str, keys: Mapping[str, str]) -> None:
-    """Raises InvalidValue for a bad model name, key or signature."""
-    if not is_safe_name(name):
-        raise InvalidValue("model name", name, NAME_RULE)
-    for key, value in keys.items():
-        validate_key(key, value)
-
-
-MAX_VALUE_BYTES = 32 * 1024  # one runtime-config value; environments are not file stores
-
-
-def validate_key(key: str, value: str) -> None:
-    """Raises InvalidValue for a key or value no environment should carry."""
-    if not is_env_key(key):
-        raise InvalidValue("key", key, ENV_KEY_RULE)
-    shown = redact(key, value)  # an error message must not echo a secret
-    if "\0" in value:
-        raise InvalidValue(f"value of {key}", shown, "contains a NUL byte")
-    if len(value.encode()) > MAX_VALUE_BYTES:
-        raise InvalidValue(
-            f"value of {key}", shown[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes"
-        )
-    if key == "SIGNATURE" and not is_safe_name(value):
-        raise InvalidValue("SIGNATURE", value, NAME_RULE)
-
-
 @dataclass(frozen=True)
 class RenderedProbe:
     kind: Literal["tcp", "http", "exec", "log", "notify"]
@@ -247,6 +216,27 @@ class RenderContext:
     ports: Mapping[str, int]
     # SUPERVISE_* and NOTIFY_SOCKET per unit, set by the runtime.
     unit_variables: Mapping[str, Mapping[str, str]]
+
+    @classmethod
+    def of(
+        cls,
+        loaded: LoadedStack,
+        *,
+        model_keys: Mapping[str, Mapping[str, str]],
+        ports: Mapping[str, int],
+        unit_variables: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> RenderContext:
+        """The one way a context is built from a loaded stack (check and runtime)."""
+        return cls(
+            base_dir=str(loaded.base_dir),
+            env_files=loaded.env_files,
+            environ=loaded.environ,
+            stack_env=loaded.stack.env,
+            processes=loaded.stack.processes,
+            model_keys=model_keys,
+            ports=ports,
+            unit_variables=unit_variables or {},
+        )
 
 
 def render(unit: Unit, ctx: RenderContext) -> Rendering:

@@ -1,10 +1,19 @@
-"""Restart policy: backoff with jitter and a cap, and the failure window. Pure."""
+"""What follows an ended instance: restart after a backoff, leave it exited, or give up.
+Pure: the caller sleeps the delay and makes the transition.
+
+Backoff doubles from `backoff_initial` with ±20 % jitter, capped at `backoff_max`;
+failures age out of a sliding `failure_window`, and more than `max_failures` inside it
+give up. Exit 78 (EX_CONFIG) and errors that no retry can fix give up at once.
+"""
 
 from __future__ import annotations
 
 import random
+import signal
 from collections import deque
 from dataclasses import dataclass, field
+
+from supervisor.config.model import Process
 
 EX_CONFIG = 78  # sysexits.h: the process failed on its configuration; never loop on it
 
@@ -58,3 +67,84 @@ def should_restart(policy: str, exit_code: int | None, oneshot: bool) -> bool:
     if policy == "on-failure":
         return exit_code != 0
     return False
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an instance ended."""
+
+    exit_code: int | None  # None: it never ran (spawn error); negative: killed by a signal
+    ran: float = 0.0  # seconds between spawn and exit
+    was_ready: bool = False
+    probe_error: str = ""  # not ready within its probe's `within`: a failed start
+    fatal: str = ""  # cannot work on a retry (spawn error, bad publish, dead zygote)
+    last_stderr: str = ""
+
+
+@dataclass(frozen=True)
+class Restart:
+    delay: float
+    reason: str  # shown while in backoff: "exited 3; restarting in 0.52 s"
+    failure: bool  # counted in the failure window
+
+
+@dataclass(frozen=True)
+class Exited:
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+
+
+Next = Restart | Exited | GiveUp
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not start"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited {code}"
+
+
+def after_exit(
+    spec: Process,
+    ended: Ended,
+    failures: FailureWindow,
+    now: float,
+    rng: random.Random | None = None,
+) -> Next:
+    """Decide what follows `ended`; a failure is recorded in `failures`."""
+    code = ended.exit_code
+    if ended.fatal:
+        return GiveUp(ended.fatal)
+    if code == EX_CONFIG:
+        return GiveUp(ended.last_stderr or "exited 78: configuration error")
+    if spec.oneshot and code == 0:
+        return Exited(0)
+    why = ended.probe_error or describe_exit(code)
+    again = should_restart(spec.restart, code, spec.oneshot) or (
+        bool(ended.probe_error) and spec.restart != "never"
+    )
+    # An exit 0 is a failure only when the unit is to run again and died young
+    # (restart = "always" on a command that returns at once): it must back off.
+    died_young = ended.ran < spec.start_seconds and not ended.was_ready
+    failure = code != 0 or bool(ended.probe_error) or (again and died_young)
+    if failure:
+        failures.record(now)
+    if not again:
+        return GiveUp(why) if failure else Exited(code)
+    if failures.exceeded(now):
+        count = failures.count(now)
+        return GiveUp(f"{count} failures within {spec.failure_window:g} s; last: {why}")
+    delay = (
+        backoff_delay(failures.count(now), spec.backoff_initial, spec.backoff_max, rng)
+        if failure
+        else 0.0
+    )
+    return Restart(delay, f"{why}; restarting in {delay:.2f} s", failure)

@@ -218,7 +218,7 @@ def test_bad_requests_get_clear_errors_and_change_nothing(
     assert {k: v["pid"] for k, v in statuses(client).items()} == {
         k: v["pid"] for k, v in before.items()
     }
-    assert "A" not in client.status()["models"]["alpha"]
+    assert "A" not in client.status()["models"]["alpha"]["keys"]
 
 
 def test_launch_and_drop_a_model_at_runtime(stack: tuple[Run, Client]) -> None:
@@ -453,14 +453,14 @@ def test_logs_follow_and_events_stream_live(stack: tuple[Run, Client]) -> None:
     assert first["line"].startswith("up ")
 
 
-def test_set_that_breaks_a_unit_exits_1_naming_it_and_why(tmp_path: Path) -> None:
+def test_set_that_breaks_a_unit_is_rolled_back_unless_asked_to_keep_it(tmp_path: Path) -> None:
     script = tmp_path / "picky.py"
     script.write_text(
         "import os, sys, time\n"
         "if os.environ['MODE'] == 'bad':\n"
         "    print('picky: MODE bad is not supported', file=sys.stderr)\n"
         "    sys.exit(78)\n"
-        "print('up', flush=True)\n"
+        "print('up', os.environ['MODE'], flush=True)\n"
         "time.sleep(60)\n"
     )
     path = write_stack(
@@ -481,7 +481,11 @@ ready = {{ log = "^up" }}
         run.event("alpha/picky", "running", ready=True)
         result = cli("set", "alpha", "MODE=bad", "-c", str(path))
         assert result.returncode == 1
-        assert "FAILED alpha/picky: picky: MODE bad is not supported" in result.stdout
+        assert "rolled back: alpha/picky failed: picky: MODE bad is not supported" in result.stdout
+        assert run.lines("alpha/picky").count("up good") == 2  # restarted with the old value
+        kept = cli("set", "alpha", "MODE=bad", "--no-rollback", "-c", str(path))
+        assert kept.returncode == 1
+        assert "FAILED alpha/picky: picky: MODE bad is not supported" in kept.stdout
         fixed = cli("set", "alpha", "MODE=good", "-c", str(path))
         assert fixed.returncode == 0, fixed.stdout
         assert "restarted: alpha/picky" in fixed.stdout

@@ -205,7 +205,7 @@ def test_listen_fd_launcher_moves_any_descriptor_to_3_with_its_own_pid(spare: in
     import socket
     import subprocess
 
-    from supervisor.runtime.supervisor import with_listen_fds
+    from supervisor.osproc.sockets import with_listen_fds
 
     padding = [socket.socket() for _ in range(spare)]  # push the next descriptor past 9
     server = socket.create_server(("127.0.0.1", 0))

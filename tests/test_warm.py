@@ -107,3 +107,81 @@ restart = "never"
     assert failed["exit_code"] == 1
     assert any("FileNotFoundError" in line for line in run.lines("crash"))
     assert run.wait() == 1
+
+
+def escaper_stack(out: Path) -> str:
+    return f"""
+[models.alpha]
+MODE = "escape"
+[processes.server]
+per_model = true
+command = "{PY} -m tests.children.moody"
+cwd = "{ROOT}"
+port = "auto"
+inject = ["MODE"]
+env = {{ OUT = "{out}" }}
+ready = {{ log = "^listening" }}
+preload = ["tests.children.warm.heavy"]
+stop_timeout = 1
+"""
+
+
+def start_escaper(tmp_path: Path) -> tuple[Run, int, int]:
+    out = tmp_path / "out"
+    out.mkdir()
+    run = Run(write_stack(tmp_path, escaper_stack(out)))
+    run.event("alpha/server", "running", ready=True)
+    path = out / "alpha@server.escaper"
+    wait_until(path.exists, "the escaper's pid")
+    escaper = int(path.read_text())
+    assert pid_alive(escaper)
+    return run, run.pid("alpha/server"), escaper
+
+
+def test_a_warm_units_setsid_child_is_stopped_with_the_unit(tmp_path: Path) -> None:
+    run, leader, escaper = start_escaper(tmp_path)
+    try:
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        assert client.stop("alpha/server")["message"] == "alpha/server stopped"
+        assert not pid_alive(escaper) and not pid_alive(leader)
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_warm_units_setsid_child_is_stopped_by_a_shutdown(tmp_path: Path) -> None:
+    run, leader, escaper = start_escaper(tmp_path)
+    assert run.stop() == 0
+    assert not pid_alive(escaper) and not pid_alive(leader)
+
+
+def test_a_warm_units_setsid_child_is_killed_by_the_guard_after_kill_9(tmp_path: Path) -> None:
+    run, leader, escaper = start_escaper(tmp_path)
+    marker = f"/proc/{escaper}/environ"
+    entry = next(
+        e for e in Path(marker).read_bytes().split(b"\0") if e.startswith(b"SUPERVISE_ENV=")
+    )
+    runtime_dir = Path(entry.decode().split("=", 1)[1]).parents[2]
+    assert runtime_dir.name.startswith("supervise-") and runtime_dir.is_dir()
+    run.kill()
+    wait_until(lambda: not pid_alive(escaper) and not pid_alive(leader), "escaper gone", timeout=10)
+    # The guard also removes the runtime directory: published keys do not outlive it.
+    wait_until(lambda: not runtime_dir.exists(), "runtime directory removed", timeout=10)
+
+
+def test_a_typo_in_preload_fails_the_unit_with_the_zygotes_last_words(tmp_path: Path) -> None:
+    stack = write_stack(
+        tmp_path,
+        f"""
+[processes.server]
+command = "{PY} -m tests.children.warm.server {tmp_path}"
+cwd = "{ROOT}"
+preload = ["tests.children.warm.heavvy"]
+""",
+    )
+    run = Run(stack)
+    failed = run.event("server", "failed", timeout=20)
+    # Noticed when the zygote died, not at its 60 s start timeout:
+    assert "zygote for tests.children.warm.heavvy ended" in failed["reason"]
+    assert "No module named 'tests.children.warm.heavvy'" in failed["reason"]
+    assert "cannot import" in failed["reason"]  # the hint about the interpreter
+    assert run.wait() == 1

@@ -10,8 +10,8 @@ import os
 import stat
 from pathlib import Path
 
+from supervisor.config.model import validate_key
 from supervisor.errors import InvalidValue, SuperviseError
-from supervisor.plan import validate_key
 
 MAX_PUBLISH_BYTES = 64 * 1024  # a hand-off of a few keys, not a data channel
 

@@ -7,6 +7,7 @@ the file, the key path and the value.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -244,3 +245,20 @@ def settings_value(loaded: LoadedStack, field_name: str) -> str | None:
     if value is None:
         return None
     return interpolate(str(value), loaded.variables.get)
+
+
+def with_own_virtualenv(
+    environ: Mapping[str, str], executable: str, prefix: str, base_prefix: str
+) -> dict[str, str]:
+    """`environ` with the virtualenv `supervise` runs from first on PATH, as activation
+    and `uv run` do, so that a unit's `python` is the one with the project installed. A
+    stack that sets PATH itself (`[env]`, a process's `env`) still wins: those layers
+    come later."""
+    env = dict(environ)
+    if prefix == base_prefix:  # not in a virtualenv
+        return env
+    bin_dir = os.path.dirname(executable)
+    path = env.get("PATH", os.defpath)
+    if bin_dir not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+    return env

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 import signal
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -21,6 +22,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from supervisor.errors import InvalidValue
+from supervisor.secrets import redact
 
 # Model names, process names and signatures: what may safely become a path component.
 NAME_RULE = "letters, digits, '.', '_' or '-', at most 64 characters, not '.' or '..'"
@@ -50,6 +54,32 @@ def is_safe_name(value: str) -> bool:
 
 def is_env_key(value: str) -> bool:
     return bool(_ENV_KEY.match(value))
+
+
+def validate_model(name: str, keys: Mapping[str, str]) -> None:
+    """Raises InvalidValue for a bad model name, key or signature."""
+    if not is_safe_name(name):
+        raise InvalidValue("model name", name, NAME_RULE)
+    for key, value in keys.items():
+        validate_key(key, value)
+
+
+MAX_VALUE_BYTES = 32 * 1024  # one runtime-config value; environments are not file stores
+
+
+def validate_key(key: str, value: str) -> None:
+    """Raises InvalidValue for a key or value no environment should carry."""
+    if not is_env_key(key):
+        raise InvalidValue("key", key, ENV_KEY_RULE)
+    shown = redact(key, value)  # an error message must not echo a secret
+    if "\0" in value:
+        raise InvalidValue(f"value of {key}", shown, "contains a NUL byte")
+    if len(value.encode()) > MAX_VALUE_BYTES:
+        raise InvalidValue(
+            f"value of {key}", shown[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes"
+        )
+    if key == "SIGNATURE" and not is_safe_name(value):
+        raise InvalidValue("SIGNATURE", value, NAME_RULE)
 
 
 def _scalar_to_str(value: object) -> object:
@@ -181,6 +211,9 @@ class Settings(_Strict):
     env_files: list[str] | None = None
     log_format: Literal["text", "json"] = "text"
     coalesce: float = Field(DEFAULT_COALESCE, ge=0)
+    # A required per-model unit that fails: "stop-model" stops only its model (the
+    # default; models are failure domains), "stop-stack" ends the whole run with exit 1.
+    on_model_failure: Literal["stop-model", "stop-stack"] = "stop-model"
 
     @field_validator("http")
     @classmethod
@@ -207,9 +240,11 @@ class Stack(_Strict):
         for name, keys in value.items():
             if not is_safe_name(name):
                 raise ValueError(f"model name {name!r} is invalid: {NAME_RULE}")
-            signature = keys.get("SIGNATURE")
-            if signature is not None and not is_safe_name(signature):
-                raise ValueError(f"models.{name}.SIGNATURE {signature!r} is invalid: {NAME_RULE}")
+            for key, item in keys.items():
+                try:
+                    validate_key(key, item)
+                except InvalidValue as exc:
+                    raise ValueError(f"models.{name}.{key}: {exc}") from exc
         return value
 
     @field_validator("processes")

@@ -1,86 +1,61 @@
-"""The guard: a tiny process that outlives a killed supervisor and ends its units.
-
-The supervisor starts it before any unit and keeps the write end of its stdin. Units die
-with the supervisor's thread through their parent-death signal, but their descendants do
-not; when the pipe reaches end-of-file — the supervisor exited, however it exited — the
-guard SIGKILLs every process whose environment carries a marker under the supervisor's
-private runtime directory and every session the supervisor registered (lines `+SID` /
-`-SID` on the pipe), until none is left. Standard library only: it must start fast.
-
-Run as: python -S -I path/to/guard.py MARKER (standard library only, so no site-packages)
-"""
+"""The guard's client: start it before any unit, tell it each unit session, stop it last.
+See `guard_main` for what it does when this process dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
+import subprocess
 import sys
-import time
+from collections.abc import Mapping
+from pathlib import Path
 
-PATIENCE = 3.0  # seconds of sweeping before giving up on unkillable processes
-SWEEP_INTERVAL = 0.01
+from supervisor.osproc import guard_main
+from supervisor.osproc.spawn import spawn_plain
 
-
-def _members(sessions: set[int], marker: bytes) -> list[int]:
-    found = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                raw = handle.read()
-            fields = raw[raw.rindex(b")") + 2 :].split()
-            if fields[0] in (b"Z", b"X"):
-                continue
-            if int(fields[3]) in sessions:
-                found.append(int(entry))
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if any(var.startswith(marker) for var in handle.read().split(b"\0")):
-                    found.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return found
+GUARD_EXIT_TIMEOUT = 2.0  # the guard's own sweep after a clean stop finds nothing; bounded
 
 
-def sweep(sessions: set[int], marker: bytes) -> int:
-    """SIGKILL everything that belongs to the stack until nothing does; returns how many."""
-    killed: set[int] = set()
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        pids = _members(sessions, marker)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except OSError:
-                continue
-        time.sleep(SWEEP_INTERVAL)
-    return len(killed)
+class Guard:
+    """The running guard of one supervisor."""
 
+    def __init__(self, runtime_dir: Path, registry_link: tuple[Path, str] | None = None) -> None:
+        self.runtime_dir = runtime_dir
+        self.registry_link = registry_link
+        self._process: subprocess.Popen[bytes] | None = None
 
-def main() -> int:
-    marker = sys.argv[1].encode()
-    # Ctrl-C and a closed terminal are for the supervisor; the guard ends on end-of-file.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sessions: set[int] = set()
-    for line in sys.stdin.buffer:
-        text = line.strip()
-        if text[:1] == b"+":
-            sessions.add(int(text[1:]))
-        elif text[:1] == b"-":
-            sessions.discard(int(text[1:]))
-    killed = sweep(sessions, marker)
-    if killed:
-        print(
-            f"supervise guard: killed {killed} process(es) left by the supervisor", file=sys.stderr
-        )
-    return 0
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
+    def start(self, environ: Mapping[str, str]) -> None:
+        argv = [sys.executable, "-S", "-I", guard_main.__file__, str(self.runtime_dir)]
+        if self.registry_link is not None:
+            link, target = self.registry_link
+            argv += [str(link), target]
+        # The guard must not look like a unit of an outer supervisor's stack.
+        env = {k: v for k, v in environ.items() if not k.startswith("SUPERVISE_ENV")}
+        self._process = spawn_plain(argv, env)
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def watch(self, sid: int) -> None:
+        self._write(f"+{sid}\n")
+
+    def forget(self, sid: int) -> None:
+        self._write(f"-{sid}\n")
+
+    def _write(self, text: str) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(process.stdin.fileno(), text.encode())
+
+    def stop(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        # A guard that lingers past the timeout still ends on its own.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(GUARD_EXIT_TIMEOUT)

@@ -5,6 +5,8 @@ known at spawn), every descendant of the leader (snapshotted before signalling, 
 reparented process no longer looks like one), and every orphan adopted by this
 supervisor (a child subreaper) or by init whose environment carries the unit's marker
 (`SUPERVISE_ENV=<its file>`): grandchildren that called `setsid` and were reparented away.
+Warm units (forked from a zygote) carry it too: the zygote writes it into the forked
+child's environment block before the unit's code runs (see `zygote_main`).
 
 Everything comes from one pass over /proc/*/stat (plus the environment of adopted
 orphans only), so stopping a unit costs a few milliseconds however many processes the
@@ -20,50 +22,24 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+
+from supervisor.osproc import procfs
+from supervisor.osproc.procfs import Proc
 
 SWEEP_INTERVAL = 0.02  # between checks for leftovers while a tree is going away
 # Units stopped together (a shutdown, a model's drop) share one /proc scan taken no longer
 # ago than this, instead of one scan each: N units cost one pass, not N.
 SHARED_SCAN_AGE = 0.05
 KILL_PATIENCE = 5.0  # SIGKILLed processes stuck in the kernel (state D) are given up on
-
-
-@dataclass(frozen=True)
-class Proc:
-    """One live process as /proc describes it; `start` tells a reused pid apart."""
-
-    pid: int
-    ppid: int
-    pgrp: int
-    sid: int
-    start: int
-
-
-def _read(pid: int) -> Proc | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+REAP_PATIENCE = 1.0  # SIGKILL cannot be ignored; after it only the leader's reap is left
 
 
 def proc_table() -> dict[int, Proc]:
     """Every live (non-zombie) process but this one."""
-    me = os.getpid()
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me:
-            proc = _read(int(entry))
-            if proc is not None:
-                table[proc.pid] = proc
-    return table
+    return procfs.proc_table(exclude=os.getpid())
 
 
 _shared: tuple[float, dict[int, Proc]] = (float("-inf"), {})
@@ -84,23 +60,21 @@ def table_since(moment: float) -> dict[int, Proc]:
     return table
 
 
-_environs: dict[Proc, frozenset[bytes]] = {}
-_ENVIRON_MEMO_SIZE = 4096  # processes whose environment is remembered (pid + start time)
+MARKER_NAME = b"SUPERVISE_ENV"  # every process of a unit carries SUPERVISE_ENV=<its file>
+_markers: dict[Proc, bytes | None] = {}
+_MARKER_MEMO_SIZE = 4096  # processes whose marker is remembered (a line each, not an environ)
 
 
-def _has_marker(proc: Proc, marker: bytes) -> bool:
-    """Whether the process's environment carries `marker`; each process is read once
-    (its identity includes its start time, so a reused pid is a new entry)."""
-    environ = _environs.get(proc)
-    if environ is None:
-        try:
-            environ = frozenset(Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0"))
-        except OSError:
-            return False
-        if len(_environs) >= _ENVIRON_MEMO_SIZE:
-            _environs.clear()
-        _environs[proc] = environ
-    return marker in environ
+def marker_of(proc: Proc) -> bytes | None:
+    """The process's `SUPERVISE_ENV=...` entry; each process is read once (its identity
+    includes its start time, so a reused pid is a new entry)."""
+    if proc in _markers:
+        return _markers[proc]
+    entry = procfs.environ_entry(proc.pid, MARKER_NAME)
+    if len(_markers) >= _MARKER_MEMO_SIZE:
+        _markers.clear()
+    _markers[proc] = entry
+    return entry
 
 
 @dataclass(frozen=True)
@@ -134,12 +108,13 @@ def _index_of(table: dict[int, Proc]) -> _Index:
     return _index
 
 
-def members(leader: int, marker: bytes, table: dict[int, Proc] | None = None) -> list[Proc]:
+def members(leader: int, marker: bytes | None, table: dict[int, Proc] | None = None) -> list[Proc]:
     """Every process of the unit whose leader is `leader` (in `table`, default a fresh
     scan); callers check liveness again before signalling."""
     index = _index_of(proc_table() if table is None else table)
     roots = [leader, *index.grouped.get(leader, ())]
-    roots += [p.pid for p in index.adopted if _has_marker(p, marker)]
+    if marker is not None:
+        roots += [p.pid for p in index.adopted if marker_of(p) == marker]
     found: dict[int, Proc] = {}
     while roots:
         pid = roots.pop()
@@ -150,12 +125,12 @@ def members(leader: int, marker: bytes, table: dict[int, Proc] | None = None) ->
 
 
 def still_alive(procs: Iterable[Proc]) -> list[Proc]:
-    return [p for p in procs if _read(p.pid) == p]
+    return [p for p in procs if procfs.read_stat(p.pid) == p]
 
 
 def send(procs: Iterable[Proc], sig: signal.Signals) -> None:
     for proc in procs:
-        if _read(proc.pid) == proc:  # the same process, not a reused pid
+        if procfs.read_stat(proc.pid) == proc:  # the same process, not a reused pid
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(proc.pid, sig)
 
@@ -167,7 +142,7 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
 
 async def stop_tree(
     leader: int,
-    marker: bytes,
+    marker: bytes | None,
     sig: signal.Signals,
     timeout: float,
     leader_exited: anyio.Event,
@@ -190,7 +165,7 @@ async def stop_tree(
 
 async def kill_tree(
     leader: int,
-    marker: bytes,
+    marker: bytes | None,
     known: Iterable[Proc],
     leader_exited: anyio.Event,
 ) -> int:
@@ -209,6 +184,6 @@ async def kill_tree(
             send(left.values(), signal.SIGKILL)
             await anyio.sleep(SWEEP_INTERVAL)
             left = {p.pid: p for p in [*still_alive(left.values()), *members(leader, marker)]}
-    with anyio.move_on_after(1):  # SIGKILL cannot be ignored; only the reap is left
+    with anyio.move_on_after(REAP_PATIENCE):
         await leader_exited.wait()
     return killed

@@ -1,166 +1,310 @@
-"""One unit's runtime record and the pieces of one instance's life that need no view of
-the rest of the stack: draining output, the notify socket, the published-keys file.
+"""One unit, one task: a unit's whole life in the stack runs in `UnitRunner.run`, which
+takes commands (`Start`, `Restart`, `Stop`, `Watch`, `Retire`) from its inbox and is the
+only writer of the unit's status.
 
-Invariant: a unit has at most one live instance; its whole life runs in one task owned
-by the supervisor (`UnitRuntime.scope`), and `done` is set when that task has ended and
-the unit's process tree is gone.
+A *life* is the loop gate → instance → policy → backoff → gate …, run in a cancel scope
+of the runner's; stopping means cancelling that scope, and the instance's shielded
+teardown ends the process tree before the life is over.
+
+Callers wait through a `Waiter` handed over with the command: it is answered by the
+runner on the transition that settles it — ready, completed, failed, ended before ready,
+stopped, or pending on something that will not change by itself — never by polling.
+Concurrent restarts join the waiters of the one in flight: never two live instances.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import shutil
+import math
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 import anyio
 import anyio.abc
 
+from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.osproc.spawn import Child
-from supervisor.plan import Rendering, Unit
-from supervisor.policy import FailureWindow
-from supervisor.state import Status
-
-LOG_LINES = 500  # recent output kept per unit for `logs`
-MAX_LINE = 16 * 1024  # longer lines are split, so one unit cannot grow memory unbounded
-READ_CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    ts: float
-    unit: str
-    stream: str
-    line: str
-
-
-@dataclass
-class Outcome:
-    """How an instance ended, beyond its exit code."""
-
-    started_at: float
-    probe_error: str = ""  # not ready in time: a failed start
-    fatal: str = ""  # cannot work on a retry (spawn error, bad publish): fail at once
+from supervisor.plan import Rendering
+from supervisor.policy import Exited, FailureWindow, GiveUp, after_exit
+from supervisor.runtime import gate
+from supervisor.runtime.gate import Verdict
+from supervisor.runtime.instance import Instance, InstanceHost
+from supervisor.runtime.record import UnitRecord
+from supervisor.state import (
+    ENDED,
+    Blocker,
+    Event,
+    Phase,
+    State,
+    Status,
+    StopReason,
+    advance,
+)
 
 
 @dataclass(eq=False)
-class UnitRuntime:
-    unit: Unit
-    env_file: Path
-    notify_path: Path | None
-    failures: FailureWindow
-    status: Status = field(default_factory=Status)
-    rendering: Rendering | None = None
-    child: Child | None = None
-    restarts: int = 0
-    generation: int = 0  # instances spawned so far; tells a restarted instance apart
-    started_at: float | None = None
-    ready_at: float | None = None
-    user_stopped: bool = False
-    status_text: str = ""  # the latest STATUS= from sd_notify
-    last_stderr: str = ""
-    logs: deque[LogRecord] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
-    scope: anyio.CancelScope | None = None
+class Waiter:
+    """A caller's wait for one unit's next settled outcome."""
+
+    unit: str
     done: anyio.Event = field(default_factory=anyio.Event)
+    verdict: Verdict | None = None
 
-    def __post_init__(self) -> None:
-        self.done.set()  # no task yet
+    def resolve(self, verdict: Verdict) -> None:
+        if self.verdict is None:
+            self.verdict = verdict
+            self.done.set()
 
-    @property
-    def name(self) -> str:
-        return self.unit.name
 
-    @property
-    def marker(self) -> bytes:
-        """The environment line that every process of this unit inherits."""
-        return f"SUPERVISE_ENV={self.env_file}".encode()
+@dataclass(frozen=True)
+class Start:
+    """Start the unit unless it has a life; a no-op is answered as such."""
 
-    @property
-    def has_task(self) -> bool:
-        return not self.done.is_set()
+    waiter: Waiter | None = None
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Stop the current instance (if any) and start afresh; joins one in flight."""
+
+    waiter: Waiter | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: StopReason
+    text: str = ""
+    done: anyio.Event | None = None
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Answer `waiter` with the current life's outcome (at once if it has settled)."""
+
+    waiter: Waiter
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Stop for good: the unit leaves the stack."""
+
+    done: anyio.Event
+
+
+Command = Start | Restart | Stop | Watch | Retire
+
+
+class UnitHost(InstanceHost, Protocol):
+    """What a unit's task needs from the stack around it."""
+
+    phase: Phase
+
+    def status_of(self, name: str) -> Status | None: ...
+
+    def render(self, record: UnitRecord) -> Rendering: ...
+
+    def key_blocker(self, record: UnitRecord, missing: MissingModelKey) -> Blocker: ...
+
+    def transitioned(self, record: UnitRecord, event: Event) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class UnitRunner:
+    def __init__(self, record: UnitRecord, host: UnitHost) -> None:
+        self.record, self.host = record, host
+        spec = record.unit.spec
+        self.failures = FailureWindow(spec.max_failures, spec.failure_window)
+        self.waiters: list[Waiter] = []  # answered when the current life settles
+        self._send, self._receive = anyio.create_memory_object_stream[Command](math.inf)
+        self._life: anyio.CancelScope | None = None
+        self._life_done = anyio.Event()
+        self._life_done.set()
+        self._tg: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
-        return f"<{self.name} {self.status.describe()}>"
+        return f"<runner of {self.record!r}>"
 
+    def send(self, command: Command) -> None:
+        self._send.send_nowait(command)
 
-async def drain(fd: int, on_line: Callable[[str], None], *, max_line: int = MAX_LINE) -> None:
-    """Read `fd` to end-of-file, calling `on_line` per line; never leaves a pipe unread.
+    @property
+    def alive(self) -> bool:
+        """A life is under way (gating, running or backing off)."""
+        return not self._life_done.is_set()
 
-    A final line without a newline is delivered at end-of-file; a line longer than
-    `max_line` is delivered in pieces.
-    """
-    buffer = bytearray()
-    while True:
+    async def run(self, *, autostart: bool) -> None:
+        """The unit's task: from its first start until it is retired or cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            if autostart:
+                self._begin()
+            async with self._receive:
+                async for command in self._receive:
+                    if isinstance(command, Retire):
+                        await self._stop(StopReason.REMOVED, "removed from the stack")
+                        command.done.set()
+                        break
+                    await self._handle(command)
+            tg.cancel_scope.cancel()
+
+    async def _handle(self, command: Command) -> None:
+        status = self.record.status
+        if isinstance(command, Stop):
+            await self._stop(command.reason, command.text)
+            if command.done is not None:
+                command.done.set()
+        elif isinstance(command, Watch):
+            if self.alive:
+                self.waiters.append(command.waiter)
+                if status.state is State.PENDING:
+                    self.record.poke()  # its gate looks again, and answers
+                else:
+                    self._answer(status)
+            else:
+                command.waiter.resolve(gate.verdict(status) or Verdict(False, status.describe()))
+        elif isinstance(command, Start):
+            if self.alive:
+                if command.waiter is not None:
+                    command.waiter.resolve(
+                        Verdict(
+                            True,
+                            f"{self.record.name} is already {status.describe()}; nothing to do",
+                        )
+                    )
+                return
+            self.failures.reset()
+            self._begin(command.waiter)
+        elif isinstance(command, Restart):
+            if self.alive and self.waiters:  # a restart is in flight: share its outcome
+                if command.waiter is not None:
+                    self.waiters.append(command.waiter)
+                return
+            if self.alive and status.state is State.PENDING:
+                if command.waiter is not None:
+                    command.waiter.resolve(
+                        Verdict(
+                            True,
+                            f"{self.record.name} is pending ({status.reason}); nothing to restart",
+                        )
+                    )
+                return
+            carried, self.waiters = self.waiters, []
+            await self._end_life()
+            if self.record.status.state in (State.STOPPING, State.STARTING):
+                self._set(State.STOPPED, stop=StopReason.CHANGE, reason="restarting")
+            self.failures.reset()
+            self.waiters = carried
+            self._begin(command.waiter)
+
+    def _begin(self, waiter: Waiter | None = None) -> None:
+        assert self._tg is not None, "the unit's task is not running"
+        if waiter is not None:
+            self.waiters.append(waiter)
+        self._life = anyio.CancelScope()
+        self._life_done = anyio.Event()
+        self._tg.start_soon(self._live, self._life, self._life_done)
+
+    async def _end_life(self) -> None:
+        if self._life is not None:
+            self._life.cancel()
+        await self._life_done.wait()
+        self._life = None
+
+    async def _stop(self, reason: StopReason, text: str) -> None:
+        waiting, self.waiters = self.waiters, []  # the teardown does not settle them
+        await self._end_life()
+        status = self.record.status
+        keep = status.state in (State.EXITED, State.FAILED) and reason is not StopReason.USER
+        if not keep and (status.state is not State.STOPPED or status.stop is not reason):
+            self._set(State.STOPPED, stop=reason, reason=text, exit_code=status.exit_code)
+        for waiter in waiting:
+            waiter.resolve(Verdict(False, f"stopped ({text or reason})"))
+
+    async def _live(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
         try:
-            await anyio.wait_readable(fd)
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            continue
-        except OSError:
-            break
-        if not data:
-            break
-        buffer += data
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            on_line(_text(buffer[start:end]))
-            start = end + 1
-        del buffer[:start]
-        while len(buffer) >= max_line:
-            on_line(_text(buffer[:max_line]))
-            del buffer[:max_line]
-    if buffer:
-        on_line(_text(buffer))
+            with scope:
+                try:
+                    await self._life_loop()
+                except Exception as exc:  # a bug must not take other units with it
+                    self.host.note(f"{self.record.name}: internal error: {exc!r}")
+                    state = self.record.status.state
+                    if state is State.STOPPING:
+                        self._set(State.STOPPED, stop=StopReason.CHANGE, reason="internal error")
+                    if self.record.status.state not in ENDED:
+                        self._set(State.FAILED, reason=f"internal error: {exc!r}")
+        finally:
+            done.set()
 
+    async def _life_loop(self) -> None:
+        record = self.record
+        while True:
+            rendering = await self._gate()
+            if rendering is None:
+                return
+            record.rendering = rendering
+            self._set(State.STARTING)
+            ended = await Instance(record, rendering, self.host, self).run()
+            spec = record.unit.spec
+            self.failures.limit, self.failures.window = spec.max_failures, spec.failure_window
+            decision = after_exit(spec, ended, self.failures, anyio.current_time())
+            if isinstance(decision, Exited):
+                self._set(State.EXITED, exit_code=decision.exit_code)
+                return
+            if isinstance(decision, GiveUp):
+                self._set(State.FAILED, reason=decision.reason, exit_code=ended.exit_code)
+                return
+            self._set(State.BACKOFF, reason=decision.reason, exit_code=ended.exit_code)
+            await anyio.sleep(decision.delay)
 
-def _text(raw: bytes | bytearray) -> str:
-    return bytes(raw).rstrip(b"\r").decode(errors="replace")
+    async def _gate(self) -> Rendering | None:
+        """Wait until the unit may start; its rendering, or None if it never can."""
+        record, host = self.record, self.host
+        while True:
+            wake = record.wake
+            if host.phase is not Phase.RUNNING:
+                await anyio.sleep_forever()  # shutting down: its Stop is on the way
+            blocker = gate.blocker(record.unit, host.status_of)
+            if blocker is None:
+                try:
+                    return host.render(record)
+                except MissingModelKey as exc:
+                    blocker = host.key_blocker(record, exc)
+                except UnresolvedReference as exc:
+                    self._set(State.FAILED, reason=str(exc))
+                    return None
+            if record.status.state is not State.PENDING or record.status.blocker != blocker:
+                self._set(State.PENDING, blocker=blocker)
+            else:
+                self._answer(record.status)  # a waiter that came in since the last look
+            await wake.wait()
 
+    # Transitions made on behalf of the instance (see `instance.Transitions`).
 
-def line_handler(
-    unit: UnitRuntime,
-    stream: str,
-    emit: Callable[[LogRecord], None],
-    log_pattern: re.Pattern[str] | None,
-    log_matched: anyio.Event,
-) -> Callable[[str], None]:
-    def on_line(text: str) -> None:
-        record = LogRecord(time.time(), unit.name, stream, text)
-        unit.logs.append(record)
-        if stream == "stderr" and text.strip():
-            unit.last_stderr = text.strip()
-        if log_pattern is not None and not log_matched.is_set() and log_pattern.search(text):
-            log_matched.set()
-        emit(record)
+    def spawned(self, child: Child) -> None:
+        self._set(State.RUNNING, pid=child.pid, since=anyio.current_time())
 
-    return on_line
+    def became_ready(self, child: Child) -> None:
+        self._set(State.RUNNING, pid=child.pid, ready=True)
 
+    def stopping(self, child: Child) -> None:
+        self._set(State.STOPPING, pid=child.pid)
 
-async def serve_notify(
-    sock: anyio.abc.UNIXDatagramSocket, unit: UnitRuntime, notified: anyio.Event
-) -> None:
-    """sd_notify datagrams: READY=1 makes the unit ready, STATUS= is shown in status."""
-    async for data, _ in sock:
-        for line in data.decode(errors="replace").splitlines():
-            key, _, value = line.partition("=")
-            if key == "READY" and value == "1":
-                notified.set()
-            elif key == "STATUS":
-                unit.status_text = value
+    def _set(self, state: State, **changes: object) -> None:
+        record = self.record
+        old = record.status
+        new = advance(record.name, old, state, **changes)
+        if new == old:
+            return
+        record.status = new
+        self.host.transitioned(record, Event(time.time(), record.name, old, new))
+        self._answer(new)
 
-
-def reset_env_file(path: Path) -> None:
-    """A new, empty, private hand-off file for the next instance (0600). Whatever the last
-    instance left there (a FIFO, a symlink, a directory) is removed, never opened."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    os.close(fd)
+    def _answer(self, status: Status) -> None:
+        if not self.waiters:
+            return
+        verdict = gate.verdict(status)
+        if verdict is not None:
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                waiter.resolve(verdict)

@@ -1,13 +1,15 @@
 """`supervise check`: every problem of a stack before anything starts, and the plan in
-words. Pure: ports marked "auto" are shown as such, not allocated."""
+words. Pure apart from reading the stack's files: ports marked "auto" are shown as such,
+not allocated. `run`, `check` and `reload` all go through `load_checked`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from supervisor.config.load import LoadedStack
-from supervisor.errors import MissingModelKey, Problem, UnresolvedReference
+from supervisor.config.load import LoadedStack, load_stack
+from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
     RenderContext,
     Unit,
@@ -19,20 +21,21 @@ from supervisor.secrets import redact
 
 # Stands in for an auto port while checking; never shown.
 _PLACEHOLDER_PORT = 1
+MAX_MISSING_KEYS = 64  # keys one unit may wait for, each reported; more is a runaway
 
 
 @dataclass
-class Review:
+class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
 
-def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review:
+def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckReport:
     """Check everything that can be checked without starting anything."""
     file = str(loaded.file)
     stack = loaded.stack
-    result = Review()
+    result = CheckReport()
     result.problems.extend(check_processes(stack.processes, file))
     only = list(only_models)
     for name in only:
@@ -53,15 +56,10 @@ def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review
         for name, unit in units.items()
         if unit.spec.port is not None
     }
-    context = RenderContext(
-        base_dir=str(loaded.base_dir),
-        env_files=loaded.env_files,
-        environ=loaded.environ,
-        stack_env=stack.env,
-        processes=stack.processes,
+    context = RenderContext.of(
+        loaded,
         model_keys={m: dict(stack.models[m]) for m in models},
         ports={k: v for k, v in ports.items() if v is not None},
-        unit_variables={},
     )
     publishers: dict[str, list[str]] = {}
     for pname, spec in stack.processes.items():
@@ -71,7 +69,7 @@ def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review
         # Keys a unit waits for are filled with placeholders one by one, so that every
         # missing key is reported and the rest of the rendering is still checked.
         assumed: dict[str, dict[str, str]] = {m: dict(stack.models[m]) for m in models}
-        for _ in range(64):
+        for _ in range(MAX_MISSING_KEYS):
             try:
                 render(unit, replace(context, model_keys=assumed))
                 break
@@ -88,6 +86,21 @@ def review_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> Review
                     )
     result.lines = _describe(loaded, models, units)
     return result
+
+
+def load_checked(
+    file: Path | None, environ: Mapping[str, str], only_models: Iterable[str] = ()
+) -> tuple[LoadedStack, CheckReport]:
+    """Load a stack and check it in full.
+
+    Raises:
+        ConfigError: with every problem found, by the loader or the check.
+    """
+    loaded = load_stack(file, environ)
+    report = check_stack(loaded, only_models)
+    if report.problems:
+        raise ConfigError(report.problems)
+    return loaded, report
 
 
 def _describe(loaded: LoadedStack, models: list[str], units: Mapping[str, Unit]) -> list[str]:

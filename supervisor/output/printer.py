@@ -1,14 +1,14 @@
-"""What `run` prints: unit lines and supervisor events, as text or JSON.
+"""What `run` prints. `Printer` receives typed messages (lines, events, notes) and
+prints them; it knows nothing of processes (honcho's printer is the model).
 
-Formatting is pure (`format_line`, `format_event`). `Printer` writes from a thread of its
-own through a bounded buffer, so a blocked stdout never blocks the event loop and
-therefore never blocks a unit: when the buffer is full the oldest lines are dropped and
-a line says how many.
+It writes from a thread of its own through a bounded buffer, so a blocked stdout never
+blocks the event loop and therefore never blocks a unit: when the buffer is full the
+oldest lines are dropped and a line says how many. Everything is masked by the
+`Redactor` it is given before it is queued.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -17,52 +17,11 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TextIO
 
-from supervisor.secrets import MIN_MASKED_LENGTH, mask
-from supervisor.state import Event
+from supervisor.output.format import SUPERVISOR_NAME, format_event, format_line
+from supervisor.secrets import Redactor
+from supervisor.state import Event, ModelEvent
 
-SUPERVISOR_NAME = "supervise"
 BUFFER_LINES = 10_000  # lines waiting for a slow stdout before the oldest are dropped
-_COLORS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)
-_RESET = "\x1b[0m"
-
-
-def clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
-
-
-def color_of(unit: str) -> int:
-    return _COLORS[sum(unit.encode()) % len(_COLORS)]
-
-
-def format_line(
-    ts: float, unit: str, stream: str, line: str, *, fmt: str, width: int, color: bool
-) -> str:
-    if fmt == "json":
-        return json.dumps({"ts": ts, "unit": unit, "stream": stream, "line": line})
-    prefix = f"{clock(ts)} {unit:<{width}} |"
-    if color:
-        prefix = f"\x1b[{color_of(unit)}m{prefix}{_RESET}"
-    return f"{prefix} {line}"
-
-
-def format_event(event: Event, *, fmt: str, width: int, color: bool) -> str:
-    new = event.new
-    if fmt == "json":
-        record: dict[str, object] = {
-            "ts": event.ts,
-            "unit": event.unit,
-            "event": str(new.state),
-            "ready": new.ready,
-        }
-        if new.pid is not None:
-            record["pid"] = new.pid
-        if new.exit_code is not None:
-            record["exit_code"] = new.exit_code
-        if new.reason:
-            record["reason"] = new.reason
-        return json.dumps(record)
-    text = f"{event.unit} {new.describe()}"
-    return format_line(event.ts, SUPERVISOR_NAME, "event", text, fmt=fmt, width=width, color=color)
 
 
 def use_color(stream: TextIO) -> bool:
@@ -77,12 +36,14 @@ def use_color(stream: TextIO) -> bool:
 class Printer:
     """Prints lines and events without ever blocking the caller."""
 
-    def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
+    def __init__(
+        self, fmt: str = "text", stream: TextIO | None = None, redactor: Redactor | None = None
+    ) -> None:
         self.fmt = fmt
+        self.redactor = redactor or Redactor()
         self.stream = stream or sys.stdout
         self.color = fmt == "text" and use_color(self.stream)
         self.width = len(SUPERVISOR_NAME)
-        self.secrets: list[str] = []
         self._pending: deque[str] = deque()
         self._dropped = 0
         self._cond = threading.Condition()
@@ -93,13 +54,8 @@ class Printer:
     def set_units(self, names: Iterable[str]) -> None:
         self.width = max([len(SUPERVISOR_NAME), *(len(n) for n in names)])
 
-    def set_secrets(self, values: Iterable[str]) -> None:
-        self.secrets = sorted(
-            {v for v in values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True
-        )
-
     def line(self, unit: str, stream: str, text: str, ts: float | None = None) -> None:
-        text = mask(text, self.secrets)
+        text = self.redactor.mask(text)
         self._put(
             format_line(
                 ts or time.time(),
@@ -112,9 +68,9 @@ class Printer:
             )
         )
 
-    def event(self, event: Event) -> None:
+    def event(self, event: Event | ModelEvent) -> None:
         line = format_event(event, fmt=self.fmt, width=self.width, color=self.color)
-        self._put(mask(line, self.secrets))
+        self._put(self.redactor.mask(line))
 
     def note(self, text: str) -> None:
         """A line from the supervisor itself."""

@@ -1,0 +1,295 @@
+"""The control API on the Unix socket: an explicit route table onto the `ControlPlane`,
+field checks, authority, and the mapping of error kinds to HTTP statuses.
+
+Authority: a caller inside a unit's process tree acts for that unit's model only — it
+may read status and events and change its own model's keys; any other local caller of
+the same user is an operator. Results are rendered to JSON here; the runtime returns
+typed values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from supervisor.control.authority import Caller, identify
+from supervisor.control.http import ApiError, Request, Response
+from supervisor.control.plane import (
+    DEFAULT_WAIT,
+    ChangeResult,
+    ControlPlane,
+    LaunchResult,
+    LogRecord,
+    ReloadResult,
+    UnitResult,
+)
+from supervisor.control.status import status_document, unit_document
+from supervisor.errors import ControlError
+from supervisor.output.format import event_record, model_event_record
+from supervisor.state import Event
+
+STATUS_OF_KIND = {
+    "bad_request": 400,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "invalid": 422,
+    "invalid_config": 422,
+}
+
+Handler = Callable[["ControlApi", Request, Caller, dict[str, str]], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    operator_only: str = ""  # what the caller wants to do, for the 403 message ("" = anyone)
+
+
+def _route(method: str, path: str, handler: Handler, operator_only: str = "") -> Route:
+    return Route(method, re.compile(path + r"\Z"), handler, operator_only)
+
+
+class ControlApi:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def handle(self, request: Request) -> Response:
+        caller = identify(self.plane.membership(), request.peer)
+        path = unquote(request.path)
+        for route in ROUTES:
+            match = route.pattern.match(path)
+            if match is None or request.method != route.method:
+                continue
+            params = match.groupdict()
+            if route.operator_only and not caller.operator:
+                _forbid(caller, route.operator_only.format(**params))
+            try:
+                return await route.handler(self, request, caller, params)
+            except ControlError as exc:
+                raise ApiError(STATUS_OF_KIND[exc.kind], exc.kind, exc.message) from exc
+        if not path.startswith("/v1/"):
+            raise ApiError(404, "not_found", f"no such endpoint {request.path!r}; try /v1/status")
+        raise ApiError(404, "not_found", f"no such endpoint {request.method} {request.path!r}")
+
+    # -------------------------------------------------------------- handlers
+
+    async def status(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
+        return Response(body=status_document(self.plane, full=caller.operator))
+
+    async def unit(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
+        return Response(body=unit_document(self.plane.unit_view(p["name"]), self.plane.redactor))
+
+    async def action(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
+        body = _fields(request, {"timeout"})
+        name, verb = p["name"], p["verb"]
+        if verb == "stop":
+            result = await self.plane.stop(name)
+        elif verb == "start":
+            result = await self.plane.start(name, timeout=_timeout(body))
+        else:
+            result = await self.plane.restart(name, timeout=_timeout(body))
+        return Response(body=self._unit_result(result))
+
+    async def launch(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
+        body = _fields(request, {"model", "keys", "timeout"})
+        model = _string(body, "model")
+        keys = _string_map(body.get("keys", {}), "keys")
+        result = await self.plane.launch(model, keys, timeout=_timeout(body))
+        return Response(201, self._launch_result(result))
+
+    async def drop(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
+        result = await self.plane.drop(p["model"])
+        return Response(body={"model": result.model, "stopped": list(result.stopped)})
+
+    async def set_keys(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
+        model = p["model"]
+        if not caller.operator and caller.model != model:
+            _forbid(caller, f"change model {model}'s keys")
+        body = _fields(request, {"set", "unset", "wait", "timeout", "rollback"})
+        keys = _string_map(body.get("set", {}), "set")
+        unset = body.get("unset", [])
+        if not isinstance(unset, list) or not all(isinstance(k, str) for k in unset):
+            raise ApiError(422, "invalid", "unset must be a list of key names")
+        result = await self.plane.set_keys(
+            model,
+            keys,
+            tuple(unset),
+            wait=_flag(body, "wait", True),
+            timeout=_timeout(body),
+            rollback=_flag(body, "rollback", True),
+        )
+        return Response(body=_change(result))
+
+    async def reload(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
+        body = _fields(request, {"timeout"})
+        return Response(body=_reload(await self.plane.reload(timeout=_timeout(body))))
+
+    async def logs(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
+        unit = request.query.get("unit", [None])[-1]
+        lines = int(request.number("lines", 100))
+        recent = self.plane.recent_logs(unit)
+        recent = recent[-lines:] if lines > 0 else []
+        return Response(stream=self._log_stream(recent, unit, request.flag("follow")))
+
+    async def events(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
+        return Response(stream=self._events())
+
+    # -------------------------------------------------------------- rendering
+
+    def _unit_result(self, result: UnitResult) -> dict[str, Any]:
+        redactor = self.plane.redactor
+        answer: dict[str, Any] = {
+            "unit": result.name,
+            "message": redactor.mask(result.message),
+            "failed": {k: redactor.mask(v) for k, v in result.failed.items()},
+        }
+        if result.units:
+            answer["status"] = unit_document(result.units[0], redactor)
+        return answer
+
+    def _launch_result(self, result: LaunchResult) -> dict[str, Any]:
+        redactor = self.plane.redactor
+        return {
+            "model": result.model,
+            "units": {u.name: unit_document(u, redactor) for u in result.units},
+            "ports": {u.process: u.port for u in result.units if u.port is not None},
+            "failed": {k: redactor.mask(v) for k, v in result.failed.items()},
+        }
+
+    async def _log_stream(
+        self, recent: list[LogRecord], unit: str | None, follow: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        mask = self.plane.redactor.mask
+        for record in recent:
+            yield _log_json(record, mask)
+        if not follow:
+            return
+        with self.plane.subscribe_logs() as receive:
+            async for record in receive:
+                if unit is None or record.unit == unit:
+                    yield _log_json(record, mask)
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        mask = self.plane.redactor.mask
+        with self.plane.subscribe_events() as receive:
+            async for event in receive:
+                if isinstance(event, Event):
+                    record = event_record(event)
+                    record["state"] = record.pop("event")
+                else:
+                    record = model_event_record(event)
+                    record["state"] = record.pop("event")
+                if "reason" in record:
+                    record["reason"] = mask(record["reason"])
+                yield record
+
+
+ROUTES = (
+    _route("GET", r"/v1/status", ControlApi.status),
+    _route(
+        "POST",
+        r"/v1/(?:units|models)/(?P<name>.+)/(?P<verb>start|stop|restart)",
+        ControlApi.action,
+        "{verb} {name}",
+    ),
+    _route("GET", r"/v1/units/(?P<name>.+)", ControlApi.unit),
+    _route("POST", r"/v1/models", ControlApi.launch, "launch a model"),
+    _route("DELETE", r"/v1/models/(?P<model>[^/]+)", ControlApi.drop, "drop model {model}"),
+    _route("POST", r"/v1/models/(?P<model>[^/]+)/keys", ControlApi.set_keys),
+    _route("POST", r"/v1/reload", ControlApi.reload, "reload the stack"),
+    _route("GET", r"/v1/logs", ControlApi.logs, "read logs"),
+    _route("GET", r"/v1/events", ControlApi.events),
+)
+
+
+def _forbid(caller: Caller, what: str) -> None:
+    model = caller.model
+    scope = f"read status and change model {model}'s keys" if model else "read status"
+    raise ApiError(403, "forbidden", f"{caller.describe()} may only {scope}, not {what}")
+
+
+def _change(result: ChangeResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "changed": list(result.changed),
+        "restarted": list(result.restarted),
+        "failed": dict(result.failed),
+        "message": result.message,
+        "rolled_back": result.rolled_back,
+    }
+
+
+def _reload(result: ReloadResult) -> dict[str, Any]:
+    return {
+        "started": list(result.started),
+        "stopped": list(result.stopped),
+        "restarted": list(result.restarted),
+        "failed": dict(result.failed),
+        "message": result.message,
+        "rolled_back": result.rolled_back,
+    }
+
+
+def _log_json(record: LogRecord, mask: Callable[[str], str]) -> dict[str, Any]:
+    return {
+        "ts": record.ts,
+        "unit": record.unit,
+        "stream": record.stream,
+        "line": mask(record.line),
+    }
+
+
+def _fields(request: Request, allowed: set[str]) -> dict[str, Any]:
+    body = request.json()
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
+        )
+    return body
+
+
+def _string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_request", f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid", f"{name} must be an object of KEY: VALUE strings")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise ApiError(422, "invalid", f"{name}.{key} must be a string, got {item!r}")
+    return value
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(422, "invalid", f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _timeout(body: dict[str, Any]) -> float:
+    value = body.get("timeout")
+    if value is None:
+        return DEFAULT_WAIT
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ApiError(422, "invalid", f"timeout must be a positive number, got {value!r}")
+    return float(value)

@@ -1,0 +1,84 @@
+"""The one reader of /proc/<pid>/stat and /proc/<pid>/environ.
+
+Standard library only and importable by path: the guard (run with `python -S -I`, so it
+cannot import this package) loads this file directly.
+
+A `Proc` is compared by (pid, start time), so a pid that was reused by another process
+is never mistaken for the one seen before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One live process as /proc describes it."""
+
+    pid: int
+    ppid: int
+    pgrp: int
+    sid: int
+    start: int  # clock ticks after boot: tells a reused pid apart
+    cpu_ticks: int = field(default=0, compare=False)  # user + system
+    rss_pages: int = field(default=0, compare=False)
+
+
+def read_stat(pid: int) -> Proc | None:
+    """The process `pid`, or None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    try:
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return Proc(
+            pid,
+            ppid=int(fields[1]),
+            pgrp=int(fields[2]),
+            sid=int(fields[3]),
+            start=int(fields[19]),
+            cpu_ticks=int(fields[11]) + int(fields[12]),
+            rss_pages=int(fields[21]),
+        )
+    except (ValueError, IndexError):
+        return None
+
+
+def pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def proc_table(exclude: int | None = None) -> dict[int, Proc]:
+    """Every live (non-zombie) process, but `exclude`."""
+    table = {}
+    for pid in pids():
+        if pid != exclude:
+            proc = read_stat(pid)
+            if proc is not None:
+                table[pid] = proc
+    return table
+
+
+def environ_entry(pid: int, name: bytes) -> bytes | None:
+    """The `NAME=value` entry of the process's environment as the kernel shows it (the
+    block it was exec'd with, or what it wrote there since), or None."""
+    prefix = name + b"="
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    for entry in data.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry
+    return None
+
+
+def alive(pid: int) -> bool:
+    return read_stat(pid) is not None

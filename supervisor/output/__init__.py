@@ -1,0 +1,1 @@
+"""What the supervisor shows: formatting (pure) and the printer."""

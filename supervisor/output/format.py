@@ -1,0 +1,145 @@
+"""Formatting, pure: `run`'s output lines and events (text, colour, JSON), and the CLI's
+status table and change summaries. Standard library only, so client commands can use it
+without importing the runtime."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from supervisor.state import Event, ModelEvent
+
+SUPERVISOR_NAME = "supervise"
+_COLORS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)
+_RESET = "\x1b[0m"
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def color_of(unit: str) -> int:
+    return _COLORS[sum(unit.encode()) % len(_COLORS)]
+
+
+def format_line(
+    ts: float, unit: str, stream: str, line: str, *, fmt: str, width: int, color: bool
+) -> str:
+    if fmt == "json":
+        return json.dumps({"ts": ts, "unit": unit, "stream": stream, "line": line})
+    prefix = f"{clock(ts)} {unit:<{width}} |"
+    if color:
+        prefix = f"\x1b[{color_of(unit)}m{prefix}{_RESET}"
+    return f"{prefix} {line}"
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """A unit event as the JSON object `run --log-format json` prints."""
+    new = event.new
+    record: dict[str, Any] = {
+        "ts": event.ts,
+        "unit": event.unit,
+        "event": str(new.state),
+        "ready": new.ready,
+    }
+    if new.pid is not None:
+        record["pid"] = new.pid
+    if new.exit_code is not None:
+        record["exit_code"] = new.exit_code
+    if new.reason:
+        record["reason"] = new.reason
+    if new.stop is not None:
+        record["stop"] = str(new.stop)
+    return record
+
+
+def model_event_record(event: ModelEvent) -> dict[str, Any]:
+    record: dict[str, Any] = {"ts": event.ts, "model": event.model, "event": str(event.new.state)}
+    if event.new.reason:
+        record["reason"] = event.new.reason
+    return record
+
+
+def format_event(event: Event | ModelEvent, *, fmt: str, width: int, color: bool) -> str:
+    if isinstance(event, ModelEvent):
+        if fmt == "json":
+            return json.dumps(model_event_record(event))
+        text = f"model {event.model} {event.new.describe()}"
+    else:
+        if fmt == "json":
+            return json.dumps(event_record(event))
+        text = f"{event.unit} {event.new.describe()}"
+    return format_line(event.ts, SUPERVISOR_NAME, "event", text, fmt=fmt, width=width, color=color)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else f"{value / (1024 * 1024):.1f}M"
+
+
+def format_status(answer: dict[str, Any]) -> str:
+    """The `supervise status` table (one unit, or all with the models' states)."""
+    units = answer.get("units", [answer] if "unit" in answer else [])
+    header = ("UNIT", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "RSS", "REASON")
+    rows = [header]
+    for u in units:
+        rows.append(
+            (
+                u["unit"],
+                u["state"],
+                "yes" if u.get("ready") else "-",
+                str(u.get("pid") or "-"),
+                str(u.get("port") or "-"),
+                str(u.get("restarts", 0)),
+                _age(u.get("uptime")),
+                "-" if u.get("cpu") is None else f"{u['cpu']:.1f}s",
+                _size(u.get("rss")),
+                u.get("reason") or "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in rows
+    ]
+    failed = {
+        name: model
+        for name, model in (answer.get("models") or {}).items()
+        if model.get("state") != "running"
+    }
+    for name, model in failed.items():
+        reason = f" ({model['reason']})" if model.get("reason") else ""
+        lines.append(f"model {name}: {model['state']}{reason}")
+    if answer.get("config_error"):
+        lines.append(f"config (the stack runs on the last good file):\n{answer['config_error']}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_change(answer: dict[str, Any]) -> str:
+    """What a set, drop, reload, start or restart did, in a few lines."""
+    parts = [str(answer["message"])] if answer.get("message") else []
+    for key in ("changed", "started", "stopped", "restarted", "added", "removed"):
+        if answer.get(key):
+            parts.append(f"{key}: {', '.join(answer[key])}")
+    for unit, reason in (answer.get("failed") or {}).items():
+        parts.append(f"FAILED {unit}: {reason}")
+    return "\n".join(parts) or "nothing changed"
+
+
+def format_log(record: dict[str, Any]) -> str:
+    stamp = clock(record.get("ts", 0))
+    return f"{stamp} {record.get('unit')} | {record.get('line')}"

@@ -1,0 +1,234 @@
+"""Changes of one model's runtime config, applied as transactions.
+
+Invariants:
+- A change batch belongs to one model: it re-renders, restarts, waits for and reports
+  that model's units only (key changes cannot alter a global unit's rendering). Batches
+  of different models run concurrently; changes to one model that arrive within the
+  coalesce window, or while a batch of it is being applied, make one batch.
+- Exactly the units whose rendering changed restart — dependents stopped first, then
+  started in dependency order, each gated as at first start — and pending units that the
+  change lets start are waited for too.
+- A batch is a transaction: if a unit it restarted does not become ready (exit 78, a
+  crash, a probe that never passes, pending on something that will not change), the
+  model's previous keys are restored and the affected units restarted with them; the
+  answer says "rolled back: UNIT failed: REASON". Without rollback the new keys stay and
+  a required unit that failed fails its model. While a batch runs the model is
+  `changing`, so a failure is the batch's to handle, not the failure domain's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from supervisor.control.plane import DEFAULT_WAIT, ChangeResult
+from supervisor.errors import MissingModelKey, UnresolvedReference
+from supervisor.runtime import gate
+from supervisor.runtime.keys import KeyLayers
+from supervisor.runtime.record import UnitRecord
+from supervisor.runtime.supervisor import Supervisor
+from supervisor.runtime.unit import Waiter
+from supervisor.state import ModelState, State, StopReason
+
+
+@dataclass(eq=False)
+class Change:
+    """One caller's change of a model's keys (or a unit's publish), queued."""
+
+    set: Mapping[str, str] = field(default_factory=dict)
+    unset: tuple[str, ...] = ()
+    rollback: bool = True
+    timeout: float = DEFAULT_WAIT
+    applied: anyio.Event = field(default_factory=anyio.Event)  # restarts are under way
+    done: anyio.Event = field(default_factory=anyio.Event)
+    changed: tuple[str, ...] = ()
+    restarted: tuple[str, ...] = ()
+    result: ChangeResult | None = None
+
+
+@dataclass(eq=False)
+class ModelQueue:
+    pending: list[Change] = field(default_factory=list)
+    lock: anyio.Lock = field(default_factory=anyio.Lock)  # one batch (or structural change)
+    flushing: bool = False  # a task is applying this queue
+
+
+@dataclass(frozen=True)
+class Affected:
+    restart: tuple[UnitRecord, ...]  # rendering changed (or can no longer render)
+    watch: tuple[UnitRecord, ...]  # pending, and now able to start
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in (*self.restart, *self.watch))
+
+
+def affected(sv: Supervisor, records: Iterable[UnitRecord]) -> Affected:
+    """Which of `records` a change touches, judged by their fresh renderings."""
+    restart, watch = [], []
+    for record in records:
+        status = record.status
+        if status.state is State.STOPPED:
+            continue  # stopped by a user or with its model: stays stopped
+        if status.state is State.PENDING:
+            # No instance: it renders afresh when it starts, which it does by itself once
+            # nothing blocks it; then the change waits for it too.
+            if gate.blocker(record.unit, sv.status_of) is None:
+                try:
+                    sv.render(record)
+                except (MissingModelKey, UnresolvedReference):
+                    continue
+                watch.append(record)
+            continue
+        if record.rendering is None:
+            if status.state is State.FAILED:
+                restart.append(record)  # failed on config before it ever ran
+            continue
+        try:
+            fresh = sv.render(record)
+        except (MissingModelKey, UnresolvedReference):
+            restart.append(record)  # it must stop and wait (or fail) on its next start
+            continue
+        if fresh != record.rendering:
+            restart.append(record)
+    return Affected(tuple(restart), tuple(watch))
+
+
+async def restart_and_wait(
+    sv: Supervisor, targets: Affected, timeout: float, why: str
+) -> dict[str, str]:
+    """Restart `targets.restart` (dependents stopped first), wait for them and for
+    `targets.watch`; {unit: reason} for those that did not make it."""
+    if targets.restart:
+        sv.printer.note(f"restarting {', '.join(r.name for r in targets.restart)} ({why})")
+    await sv.stop_units(targets.restart, StopReason.CHANGE, f"restarting: {why}")
+    waiters = sv.start_units(targets.restart) + sv.watch_units(targets.watch)
+    return await wait_all(sv, waiters, timeout)
+
+
+async def wait_all(sv: Supervisor, waiters: Sequence[Waiter], timeout: float) -> dict[str, str]:
+    """Wait for every waiter, at most `timeout`; {unit: reason} for each that failed or
+    was not settled in time. Returns as soon as every outcome is known."""
+    with anyio.move_on_after(timeout):
+        for waiter in waiters:
+            await waiter.done.wait()
+    failed = {}
+    for waiter in waiters:
+        if waiter.verdict is None:
+            status = sv.status_of(waiter.unit)
+            now = status.describe() if status is not None else "gone"
+            failed[waiter.unit] = f"not ready within {timeout:g} s (now {now})"
+        elif not waiter.verdict.ok:
+            failed[waiter.unit] = waiter.verdict.reason
+    return failed
+
+
+class Changes:
+    """Per-model queues of changes, each applied as one transaction."""
+
+    def __init__(self, sv: Supervisor) -> None:
+        self.sv = sv
+        self.queues: dict[str, ModelQueue] = {}
+
+    def queue(self, model: str) -> ModelQueue:
+        return self.queues.setdefault(model, ModelQueue())
+
+    def submit(self, model: str, change: Change) -> None:
+        queue = self.queue(model)
+        queue.pending.append(change)
+        if not queue.flushing:
+            queue.flushing = True
+            self.sv.start_soon(self._flush, model, queue)
+
+    def idle(self, model: str) -> bool:
+        queue = self.queue(model)
+        return not queue.pending and not queue.lock.locked()
+
+    async def _flush(self, model: str, queue: ModelQueue) -> None:
+        try:
+            while queue.pending:
+                await anyio.sleep(self.sv.loaded.stack.supervise.coalesce)
+                async with queue.lock:
+                    batch, queue.pending = queue.pending, []
+                    await self._apply(model, batch)
+        finally:
+            queue.flushing = False
+
+    async def _apply(self, model: str, batch: list[Change]) -> None:
+        sv = self.sv
+        if model not in sv.domains:
+            _finish(batch, ChangeResult(model, message=f"model {model} was dropped"))
+            return
+        snapshot = sv.keys.snapshot(model)
+        before = sv.keys.keys(model)
+        for change in batch:
+            sv.keys.change(model, change.set, change.unset)
+        after = sv.keys.keys(model)
+        changed = tuple(sorted(k for k in {*before, *after} if before.get(k) != after.get(k)))
+        for record in sv.of_model(model):
+            record.poke()
+        status = sv.domains[model]
+        if status.state is not ModelState.RUNNING:
+            message = (
+                f"model {model} is {status.describe()}; the new keys apply when it starts "
+                f"again (`supervise start {model}`)"
+            )
+            _finish(batch, ChangeResult(model, changed, message=message))
+            return
+        targets = affected(sv, sv.of_model(model))
+        if not targets.names:
+            _finish(
+                batch, ChangeResult(model, changed, message="" if changed else "nothing changed")
+            )
+            return
+        for change in batch:
+            change.changed, change.restarted = changed, targets.names
+            change.applied.set()
+        rollback = any(c.rollback for c in batch if c.set or c.unset)
+        timeout = max(c.timeout for c in batch)
+        sv.set_model(model, ModelState.CHANGING)
+        failed = await restart_and_wait(sv, targets, timeout, "rendering changed")
+        result = ChangeResult(model, changed, targets.names, failed)
+        if failed and rollback:
+            result = await self._roll_back(model, snapshot, result, timeout)
+        if sv.domains.get(model, status).state is ModelState.CHANGING:
+            sv.set_model(model, ModelState.RUNNING)
+            sv.check_domain(model)
+        _finish(batch, result)
+
+    async def _roll_back(
+        self, model: str, snapshot: KeyLayers, result: ChangeResult, timeout: float
+    ) -> ChangeResult:
+        sv = self.sv
+        unit, reason = next(iter(result.failed.items()))
+        sv.keys.restore(model, snapshot)
+        sv.printer.note(f"rolling back model {model}: {what_happened(unit, reason)}")
+        for record in sv.of_model(model):
+            record.poke()
+        again = await restart_and_wait(
+            sv, affected(sv, sv.of_model(model)), timeout, "rolling back"
+        )
+        message = f"rolled back: {what_happened(unit, reason)}"
+        if again:
+            other, why = next(iter(again.items()))
+            message += f"; after the rollback {other} failed too: {why}"
+            sv.fail_model(model, f"{other} failed after a rollback: {why}")
+        return ChangeResult(
+            model, result.changed, result.restarted, result.failed, message, rolled_back=True
+        )
+
+
+def what_happened(unit: str, reason: str) -> str:
+    """'alpha/trade failed: exited 78', 'alpha/trade pending: waiting for alpha DAY'."""
+    if reason.startswith(("pending:", "stopped", "not ready within")):
+        return f"{unit} {reason}"
+    return f"{unit} failed: {reason}"
+
+
+def _finish(batch: Iterable[Change], result: ChangeResult) -> None:
+    for change in batch:
+        change.result = result
+        change.applied.set()
+        change.done.set()

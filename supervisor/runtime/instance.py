@@ -1,0 +1,237 @@
+"""One instance of a unit: spawn (cold or warm), drain its output, serve its notify
+socket, wait for its probe, wait for its exit, and end what it left behind.
+
+Invariants:
+- When `run` returns or is cancelled, the instance's whole process tree is gone: the
+  teardown is shielded and bounded, a graceful stop (the unit's stop signal, then SIGKILL
+  after `stop_timeout`) unless the supervisor is forcing, when everything is killed at once.
+- Output is drained line by line for as long as the pipes are open; a final line
+  without a newline is delivered when the unit exits.
+- Keys a service publishes are taken when it becomes ready, a oneshot's when it exits 0;
+  a bad hand-off file fails the instance (`Ended.fatal`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+from supervisor.config.handoff import PublishError
+from supervisor.control.plane import LogRecord
+from supervisor.osproc.pipes import drain
+from supervisor.osproc.sockets import notify_socket
+from supervisor.osproc.spawn import Child, Reaper, SpawnError
+from supervisor.osproc.tree import kill_tree, stop_tree
+from supervisor.osproc.zygote import WarmStartError
+from supervisor.plan import Rendering
+from supervisor.policy import Ended
+from supervisor.runtime.probes import ProbeContext, ProbeTimeout, wait_ready
+from supervisor.runtime.record import UnitRecord
+
+AFTER_EXIT_STOP_TIMEOUT = 2.0  # leftovers of a unit whose leader exited get this long
+DRAIN_AFTER_EXIT = 1.0  # output still buffered in pipes when a unit has ended
+
+
+class InstanceHost(Protocol):
+    """What an instance needs from the stack around it."""
+
+    forced: anyio.Event  # set on a second Ctrl-C: stops kill at once
+    reaper: Reaper  # exec probes spawn through it
+
+    async def launch(self, record: UnitRecord, rendering: Rendering) -> Child: ...
+
+    def released(self, child: Child) -> None: ...
+
+    def emit(self, record: LogRecord) -> None: ...
+
+    def take_published(self, record: UnitRecord) -> None: ...
+
+    def log_pattern(self, rendering: Rendering) -> re.Pattern[str] | None: ...
+
+
+class Transitions(Protocol):
+    """The unit's own state changes, made by its runner (the only writer)."""
+
+    def spawned(self, child: Child) -> None: ...
+
+    def became_ready(self, child: Child) -> None: ...
+
+    def stopping(self, child: Child) -> None: ...
+
+
+class Instance:
+    def __init__(
+        self, record: UnitRecord, rendering: Rendering, host: InstanceHost, to: Transitions
+    ) -> None:
+        self.record, self.rendering, self.host, self.to = record, rendering, host, to
+        self.log_matched = anyio.Event()
+        self.notified = anyio.Event()
+        self.probe_error = ""
+        self.fatal = ""
+        self.ready = False
+
+    def __repr__(self) -> str:
+        child = self.record.child
+        return f"<instance of {self.record.name} {child!r}>"
+
+    async def run(self) -> Ended:
+        record, spec = self.record, self.record.unit.spec
+        record.reset_env_file()
+        started = anyio.current_time()
+        sock = None
+        if record.notify_path is not None:
+            sock = await notify_socket(record.notify_path)
+        try:
+            child = await self.host.launch(record, self.rendering)
+        except (SpawnError, WarmStartError) as exc:
+            if sock is not None:
+                await sock.aclose()
+            return Ended(None, fatal=str(exc))
+        record.child = child
+        self.to.spawned(child)
+        try:
+            async with anyio.create_task_group() as tg:
+                drained = []
+                for fd, stream in ((child.stdout, "stdout"), (child.stderr, "stderr")):
+                    drained.append(anyio.Event())
+                    tg.start_soon(_drain_then_set, fd, self._on_line(stream), drained[-1])
+                if sock is not None:
+                    tg.start_soon(self._serve_notify, sock)
+                if not spec.oneshot:
+                    tg.start_soon(self._become_ready, child)
+                await child.exited.wait()
+                # The leader is gone: end what it left behind, as systemd does. Shielded:
+                # a cancellation now must not leave a grandchild running.
+                with anyio.CancelScope(shield=True):
+                    await stop_tree(
+                        child.pid,
+                        record.marker,
+                        signal.SIGTERM,
+                        AFTER_EXIT_STOP_TIMEOUT,
+                        child.exited,
+                    )
+                with anyio.move_on_after(DRAIN_AFTER_EXIT):
+                    for event in drained:
+                        await event.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if child.returncode is None:
+                    await self._stop(child)
+                for fd in (child.stdout, child.stderr):
+                    os.close(fd)
+                if sock is not None:
+                    await sock.aclose()
+                self.host.released(child)
+                record.child = None
+        if spec.oneshot and child.returncode == 0 and not self.fatal:
+            try:
+                self.host.take_published(record)
+            except PublishError as exc:
+                self.fatal = str(exc)
+        return Ended(
+            child.returncode,
+            ran=anyio.current_time() - started,
+            was_ready=self.ready,
+            probe_error=self.probe_error,
+            fatal=self.fatal,
+            last_stderr=record.last_stderr,
+        )
+
+    def _on_line(self, stream: str) -> Callable[[str], None]:
+        record = self.record
+        pattern = self.host.log_pattern(self.rendering)
+
+        def on_line(text: str) -> None:
+            line = LogRecord(time.time(), record.name, stream, text)
+            record.logs.append(line)
+            if stream == "stderr" and text.strip():
+                record.last_stderr = text.strip()
+            if pattern is not None and not self.log_matched.is_set() and pattern.search(text):
+                self.log_matched.set()
+            self.host.emit(line)
+
+        return on_line
+
+    async def _serve_notify(self, sock: anyio.abc.UNIXDatagramSocket) -> None:
+        """sd_notify datagrams: READY=1 makes the unit ready, STATUS= is shown in status."""
+        async for data, _ in sock:
+            for line in data.decode(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key == "READY" and value == "1":
+                    self.notified.set()
+                elif key == "STATUS":
+                    self.record.status_text = value
+
+    async def _become_ready(self, child: Child) -> None:
+        rendering, spec = self.rendering, self.record.unit.spec
+        try:
+            if rendering.probe is None:
+                await anyio.sleep(spec.start_seconds)
+            else:
+                context = ProbeContext(
+                    self.host.reaper,
+                    rendering.environ,
+                    rendering.cwd,
+                    self.log_matched,
+                    self.notified,
+                )
+                await wait_ready(rendering.probe, context)
+        except ProbeTimeout as exc:
+            self.probe_error = str(exc)
+            await self._stop_gracefully(child)
+            return
+        if child.returncode is not None:
+            return
+        try:
+            self.host.take_published(self.record)
+        except PublishError as exc:
+            self.fatal = str(exc)
+            await self._stop_gracefully(child)
+            return
+        self.ready = True
+        self.to.became_ready(child)
+
+    async def _stop(self, child: Child) -> None:
+        """Stop the tree (cancelled from outside): graceful, unless the supervisor forces
+        or the grace runs out; then SIGKILL whatever is left."""
+        self.to.stopping(child)
+        spec = self.record.unit.spec
+        if not self.host.forced.is_set():
+            with anyio.move_on_after(spec.stop_timeout + 2 * AFTER_EXIT_STOP_TIMEOUT):
+                async with anyio.create_task_group() as tg:
+
+                    async def until_forced() -> None:
+                        await self.host.forced.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(until_forced)
+                    await self._stop_gracefully(child)
+                    tg.cancel_scope.cancel()
+        if child.returncode is None:
+            await kill_tree(child.pid, self.record.marker, [], child.exited)
+
+    async def _stop_gracefully(self, child: Child) -> None:
+        """The unit's stop signal to its tree, then SIGKILL after its stop_timeout."""
+        spec = self.record.unit.spec
+        await stop_tree(
+            child.pid,
+            self.record.marker,
+            signal.Signals[spec.stop_signal],
+            spec.stop_timeout,
+            child.exited,
+        )
+
+
+async def _drain_then_set(fd: int, handler: Callable[[str], None], done: anyio.Event) -> None:
+    try:
+        await drain(fd, handler)
+    finally:
+        done.set()

@@ -1,0 +1,300 @@
+"""Live config and per-unit control: the `ControlPlane` the front ends talk to. It holds
+a `Supervisor` (composition, not a subclass) and turns each request into commands to
+the units it concerns, waiting — with a deadline, answered as soon as the outcome is
+known — for what the request promises.
+
+Where a model's keys come from after each call (file < published < API):
+- `set` changes the API layer (transactionally, see `changes`); `--unset` removes a key
+  from the API and published layers, so a file value shows through again.
+- `drop` stops the model's units and forgets its API and published keys; the model
+  stays dropped across reloads until it is launched again.
+- `launch` of a model the stack file defines starts it with the file's keys plus the
+  given ones (a failed model is brought back the same way); of a new model, with the
+  given keys only.
+- `reload` re-reads the file's keys and keeps the API keys of running models.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from supervisor.config.model import validate_key, validate_model
+from supervisor.control.plane import (
+    DEFAULT_WAIT,
+    ChangeResult,
+    DropResult,
+    LaunchResult,
+    LogRecord,
+    Membership,
+    ReloadResult,
+    StackView,
+    UnitResult,
+    UnitView,
+)
+from supervisor.errors import ControlError, InvalidValue
+from supervisor.plan import expand
+from supervisor.runtime.changes import Change, Changes, wait_all
+from supervisor.runtime.record import UnitRecord
+from supervisor.runtime.supervisor import Supervisor
+from supervisor.runtime.unit import Restart
+from supervisor.secrets import Redactor
+from supervisor.state import ENDED, Event, ModelEvent, ModelState, ModelStatus, State, StopReason
+
+
+class LiveConfig:
+    """The running stack as the control socket and the health port see it."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sv = supervisor
+        self.changes = Changes(supervisor)
+        self.dropped: set[str] = set()
+        self.config_error = ""
+        # One structural change (launch, drop, reload) at a time; each also holds the
+        # queue lock of every model it touches, so it never runs beside a change batch.
+        self.structure = anyio.Lock()
+        from supervisor.runtime.reload import Reloader
+
+        self.reloader = Reloader(self)
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.sv.keys.redactor
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Restart what a unit's published keys change (a front end of the supervisor)."""
+        with self.sv.published.subscribe() as published:
+            task_status.started()
+            async for model in published:
+                if model in self.sv.domains:
+                    self.changes.submit(model, Change(rollback=False))
+
+    # ----------------------------------------------------------------- views
+
+    def _view(self, record: UnitRecord) -> UnitView:
+        child = record.child
+        return UnitView(
+            record.name,
+            record.unit.process,
+            record.model,
+            record.status,
+            self.sv.ports.ports.get(record.name),
+            record.unit.spec.required,
+            record.status_text,
+            child.pid if child is not None and child.returncode is None else None,
+        )
+
+    def view(self) -> StackView:
+        sv = self.sv
+        return StackView(
+            os.getpid(),
+            str(sv.loaded.file),
+            sv.socket_path,
+            tuple(self._view(r) for r in sv.records.values()),
+            sv.models,
+            self.config_error,
+        )
+
+    def _record(self, name: str) -> UnitRecord:
+        record = self.sv.records.get(name)
+        if record is None:
+            raise ControlError("not_found", f"unknown unit {name!r}")
+        return record
+
+    def unit_view(self, name: str) -> UnitView:
+        return self._view(self._record(name))
+
+    def _require_model(self, model: str) -> None:
+        if model not in self.sv.models:
+            running = ", ".join(self.sv.models) or "none"
+            raise ControlError("not_found", f"unknown model {model!r}; running: {running}")
+
+    def model_keys(self, model: str) -> dict[str, str]:
+        self._require_model(model)
+        return self.sv.keys.keys(model)
+
+    def membership(self) -> Membership:
+        sv = self.sv
+        leaders = {r.child.pid: self._view(r) for r in sv.records.values() if r.child is not None}
+        helpers = frozenset({os.getpid(), *sv.launcher.helper_pids()})
+        return Membership(leaders, helpers, f"SUPERVISE_ENV={sv.runtime_dir}/".encode())
+
+    def recent_logs(self, unit: str | None) -> list[LogRecord]:
+        if unit is not None:
+            return list(self._record(unit).logs)
+        records = [line for r in self.sv.records.values() for line in r.logs]
+        return sorted(records, key=lambda line: line.ts)
+
+    def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent]:
+        return self.sv.events.subscribe()
+
+    def subscribe_logs(self) -> MemoryObjectReceiveStream[LogRecord]:
+        return self.sv.lines.subscribe()
+
+    # ----------------------------------------------------------------- keys
+
+    async def set_keys(
+        self,
+        model: str,
+        keys: Mapping[str, str],
+        unset: tuple[str, ...] = (),
+        *,
+        wait: bool = True,
+        timeout: float = DEFAULT_WAIT,
+        rollback: bool = True,
+    ) -> ChangeResult:
+        """Change a model's runtime config; with `wait`, return once every restarted unit
+        is ready again, or the change was rolled back (or failed, without rollback)."""
+        self._require_model(model)
+        try:
+            for key, value in keys.items():
+                validate_key(key, value)
+            for key in unset:
+                validate_key(key, "")
+        except InvalidValue as exc:
+            raise ControlError("invalid", str(exc)) from exc
+        current = self.sv.keys.keys(model)
+        no_op = all(current.get(k) == v for k, v in keys.items()) and not set(unset) & set(current)
+        if no_op and self.changes.idle(model):
+            return ChangeResult(model, message="nothing changed")
+        change = Change(dict(keys), tuple(unset), rollback, timeout)
+        self.changes.submit(model, change)
+        await change.applied.wait()
+        if not wait:
+            return change.result or ChangeResult(model, change.changed, change.restarted)
+        with anyio.move_on_after(timeout):
+            await change.done.wait()
+        if change.result is not None:
+            return change.result
+        failed = {}
+        for name in change.restarted:
+            status = self.sv.status_of(name)
+            if status is None or not status.ok:
+                now = status.describe() if status is not None else "gone"
+                failed[name] = f"not ready within {timeout:g} s (now {now})"
+        return ChangeResult(
+            model,
+            change.changed,
+            change.restarted,
+            failed,
+            "the change goes on: it is rolled back if a unit fails" if rollback else "",
+        )
+
+    # ----------------------------------------------------------------- models
+
+    async def launch(
+        self, model: str, keys: Mapping[str, str], *, timeout: float = DEFAULT_WAIT
+    ) -> LaunchResult:
+        try:
+            validate_model(model, keys)
+        except InvalidValue as exc:
+            raise ControlError("invalid", str(exc)) from exc
+        sv = self.sv
+        async with self.structure, self.changes.queue(model).lock:
+            status = sv.domains.get(model)
+            if status is not None and status.state is not ModelState.FAILED:
+                raise ControlError("conflict", f"model {model!r} is already running")
+            sv.keys.change(model, keys)
+            if status is not None:  # a failed model: brought back with the new keys
+                sv.set_model(model, ModelState.RUNNING)
+                records = [r for r in sv.of_model(model) if r.status.state in ENDED]
+            else:
+                self.dropped.discard(model)
+                sv.domains[model] = ModelStatus()
+                units = expand(sv.loaded.stack.processes, [model])
+                records = sv.add_units([u for u in units.values() if u.model == model], start=False)
+                sv.reorder(expand(sv.loaded.stack.processes, sv.models))
+            waiters = sv.start_units(records)
+        sv.printer.note(f"launched model {model}: {', '.join(r.name for r in records)}")
+        failed = await wait_all(sv, waiters, timeout)
+        return LaunchResult(model, tuple(self._view(r) for r in records), failed)
+
+    async def drop(self, model: str) -> DropResult:
+        sv = self.sv
+        async with self.structure, self.changes.queue(model).lock:
+            self._require_model(model)
+            members = sv.of_model(model)
+            await sv.retire(members)
+            del sv.domains[model]
+            sv.keys.forget(model)
+            self.dropped.add(model)
+        sv.printer.note(f"dropped model {model}")
+        return DropResult(model, tuple(r.name for r in members))
+
+    # ----------------------------------------------------------------- units
+
+    def _target(self, name: str) -> tuple[str | None, list[UnitRecord]]:
+        """A unit name, or a model name (all its units)."""
+        if name in self.sv.records:
+            record = self.sv.records[name]
+            return None, [record]
+        if name in self.sv.models:
+            return name, self.sv.of_model(name)
+        what = "unit" if "/" in name else "unit or model"
+        raise ControlError("not_found", f"unknown {what} {name!r}")
+
+    async def start(self, name: str, *, timeout: float = DEFAULT_WAIT) -> UnitResult:
+        model, records = self._target(name)
+        owner = model or records[0].model
+        if owner is not None and self.sv.domains[owner].state is ModelState.FAILED:
+            model, records = owner, self.sv.of_model(owner)
+        if model is not None:
+            return await self._start_model(model, timeout)
+        waiters = self.sv.start_units(records)
+        failed = await wait_all(self.sv, waiters, timeout)
+        return self._unit_result(name, waiters[0].verdict, failed, "started")
+
+    async def _start_model(self, model: str, timeout: float) -> UnitResult:
+        sv = self.sv
+        async with self.changes.queue(model).lock:
+            if sv.domains[model].state is ModelState.FAILED:
+                sv.set_model(model, ModelState.RUNNING)
+            records = [r for r in sv.of_model(model) if r.status.state in ENDED - {State.EXITED}]
+            waiters = sv.start_units(records)
+            failed = await wait_all(sv, waiters, timeout)
+            sv.check_domain(model)
+        names = ", ".join(r.name for r in records) or "nothing to start"
+        message = f"model {model}: started {names}" if not failed else f"model {model}: failed"
+        return UnitResult(model, message, failed, tuple(self._view(r) for r in records))
+
+    async def stop(self, name: str) -> UnitResult:
+        model, records = self._target(name)
+        if model is None and records[0].status.stop is StopReason.USER:
+            return UnitResult(name, f"{name} is already stopped")
+        await self.sv.stop_units(records, StopReason.USER, "stopped by a user")
+        return UnitResult(name, f"{name} stopped", units=tuple(self._view(r) for r in records))
+
+    async def restart(self, name: str, *, timeout: float = DEFAULT_WAIT) -> UnitResult:
+        model, records = self._target(name)
+        owner = model or records[0].model
+        if owner is not None and self.sv.domains[owner].state is ModelState.FAILED:
+            return await self._start_model(owner, timeout)
+        if model is not None:
+            async with self.changes.queue(model).lock:
+                await self.sv.stop_units(records, StopReason.CHANGE, "restarting")
+                waiters = self.sv.start_units(records)
+                failed = await wait_all(self.sv, waiters, timeout)
+            return UnitResult(model, f"model {model} restarted" if not failed else "", failed)
+        waiters = self.sv.send(records, Restart)
+        failed = await wait_all(self.sv, waiters, timeout)
+        return self._unit_result(name, waiters[0].verdict, failed, "restarted")
+
+    def _unit_result(
+        self, name: str, verdict: object, failed: dict[str, str], verb: str
+    ) -> UnitResult:
+        view = self.unit_view(name) if name in self.sv.records else None
+        units = (view,) if view is not None else ()
+        if failed:
+            return UnitResult(name, f"{name} {failed[name]}", failed, units)
+        reason = getattr(verdict, "reason", "")
+        status = view.status.describe() if view is not None else "gone"
+        return UnitResult(name, reason or f"{name} {verb}: {status}", units=units)
+
+    async def reload(self, *, timeout: float = DEFAULT_WAIT) -> ReloadResult:
+        return await self.reloader.reload(timeout)

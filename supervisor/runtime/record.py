@@ -1,0 +1,74 @@
+"""One unit's record in the running stack: its plan value, its status, and what was
+observed of it (output, the latest notify STATUS=, its hand-off file).
+
+Invariant: `status` is written only by the unit's own task (`runtime.unit`); `unit` (the
+plan value) is replaced only by a reload, and the task reads it afresh at each decision,
+so a reloaded policy applies from the next decision on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from supervisor.control.plane import LogRecord
+from supervisor.osproc.spawn import Child
+from supervisor.plan import Rendering, Unit
+from supervisor.state import Blocker, State, Status
+
+LOG_LINES = 500  # recent output kept per unit for `logs`
+NOT_STARTED = Blocker("not started yet")
+
+
+@dataclass(eq=False)
+class UnitRecord:
+    unit: Unit
+    env_file: Path  # the unit's SUPERVISE_ENV hand-off file, private to it
+    notify_path: Path | None = None  # its NOTIFY_SOCKET, with `ready = { notify = true }`
+    status: Status = field(default_factory=lambda: Status(State.PENDING, blocker=NOT_STARTED))
+    rendering: Rendering | None = None  # what the current or last instance was started with
+    child: Child | None = None  # the live instance's leader
+    status_text: str = ""  # the latest STATUS= from sd_notify
+    last_stderr: str = ""
+    logs: deque[LogRecord] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    # Set (and replaced) to wake the unit's gate: a dependency or a model key changed.
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.unit.name
+
+    @property
+    def model(self) -> str | None:
+        return self.unit.model
+
+    @property
+    def marker(self) -> bytes:
+        """The environment entry that every process of this unit carries."""
+        return f"SUPERVISE_ENV={self.env_file}".encode()
+
+    def poke(self) -> None:
+        """Wake the unit's gate to look again."""
+        self.wake.set()
+        self.wake = anyio.Event()
+
+    def reset_env_file(self) -> None:
+        """A new, empty, private hand-off file for the next instance (0600). Whatever the
+        last instance left there (a FIFO, a symlink, a directory) is removed, never opened."""
+        path = self.env_file
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {self.status.describe()}>"

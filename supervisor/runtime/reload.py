@@ -1,0 +1,160 @@
+"""Reloading the stack file (`supervise reload`, SIGHUP, a watched edit) as a transaction.
+
+Invariants:
+- A bad new file changes nothing: it is read, validated and checked in full first; the
+  error is kept for `status` and is the answer.
+- A reload reports exactly what it started, stopped and restarted: units new in the file
+  start, units gone from it stop and are forgotten, units whose rendering changed
+  restart (dependents stopped first), in every model and among the global units.
+- If a unit the reload started or restarted does not become ready, the previous stack is
+  adopted again (its units restarted with it) and the answer says "rolled back".
+- Models dropped through the API stay dropped; API keys of running models are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from supervisor.check import check_stack
+from supervisor.config.load import LoadedStack, load_stack
+from supervisor.control.plane import ReloadResult
+from supervisor.errors import ConfigError, ControlError
+from supervisor.plan import expand
+from supervisor.runtime.changes import (
+    Affected,
+    affected,
+    restart_and_wait,
+    wait_all,
+    what_happened,
+)
+from supervisor.runtime.record import UnitRecord
+from supervisor.runtime.supervisor import base_pairs
+from supervisor.state import ModelState, ModelStatus
+
+if TYPE_CHECKING:
+    from supervisor.runtime.live import LiveConfig
+
+
+@dataclass(frozen=True)
+class Adoption:
+    added: tuple[UnitRecord, ...]
+    removed: tuple[str, ...]
+    targets: Affected
+
+    @property
+    def domains(self) -> set[str | None]:
+        return {r.model for r in (*self.added, *self.targets.restart, *self.targets.watch)}
+
+
+class Reloader:
+    def __init__(self, live: LiveConfig) -> None:
+        self.live = live
+
+    async def reload(self, timeout: float) -> ReloadResult:
+        live, sv = self.live, self.live.sv
+        try:
+            loaded = load_stack(sv.loaded.file, sv.loaded.environ)
+            only = [m for m in sv.only_models if m in loaded.stack.models]
+            report = check_stack(loaded, only)
+            if report.problems:
+                raise ConfigError(report.problems)
+        except ConfigError as exc:
+            live.config_error = str(exc)
+            sv.printer.note(f"reload refused, nothing changed:\n{exc}")
+            raise ControlError("invalid_config", str(exc)) from exc
+        async with live.structure, contextlib.AsyncExitStack() as locks:
+            for model in sorted(sv.models):
+                await locks.enter_async_context(live.changes.queue(model).lock)
+            previous = sv.loaded
+            adoption = await self._adopt(loaded)
+            marked = self._mark(adoption.domains)
+            failed = await self._settle(adoption, timeout)
+            result = ReloadResult(
+                tuple(r.name for r in (*adoption.added, *adoption.targets.watch)),
+                adoption.removed,
+                tuple(r.name for r in adoption.targets.restart),
+                failed,
+            )
+            if failed:
+                unit, reason = next(iter(failed.items()))
+                happened = what_happened(unit, reason)
+                sv.printer.note(f"reload rolled back: {happened}")
+                back = await self._adopt(previous)
+                marked |= self._mark(back.domains)
+                await self._settle(back, timeout)
+                live.config_error = f"reload rolled back: {happened}"
+                result = ReloadResult(
+                    result.started,
+                    result.stopped,
+                    result.restarted,
+                    failed,
+                    f"rolled back: {unit} failed: {reason}",
+                    rolled_back=True,
+                )
+            else:
+                live.config_error = ""
+            self._unmark(marked)
+        changes = [f"{k}: {', '.join(v)}" for k, v in _lists(result).items() if v]
+        sv.printer.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
+        if not changes and not result.message:
+            result = ReloadResult(message="reloaded: nothing changed")
+        return result
+
+    def _mark(self, domains: set[str | None]) -> set[str | None]:
+        """Make the touched failure domains `changing`: a failure now rolls back."""
+        sv = self.live.sv
+        marked = set()
+        for domain in domains:
+            if domain in sv.domains and sv.domains[domain].state is ModelState.RUNNING:
+                sv.set_model(domain, ModelState.CHANGING)
+                marked.add(domain)
+        return marked
+
+    def _unmark(self, domains: set[str | None]) -> None:
+        sv = self.live.sv
+        for domain in domains:
+            if domain in sv.domains and sv.domains[domain].state is ModelState.CHANGING:
+                sv.set_model(domain, ModelState.RUNNING)
+                sv.check_domain(domain)
+
+    async def _settle(self, adoption: Adoption, timeout: float) -> dict[str, str]:
+        """Start and restart what the adoption asks; {unit: reason} for failures."""
+        sv = self.live.sv
+        waiters = sv.start_units(adoption.added)
+        failed = await restart_and_wait(sv, adoption.targets, timeout, "the stack file changed")
+        failed.update(await wait_all(sv, waiters, timeout))
+        return failed
+
+    async def _adopt(self, loaded: LoadedStack) -> Adoption:
+        """Make `loaded` the running stack's plan: forget what it no longer has, register
+        what it adds (not started yet), and find what its renderings change."""
+        live, sv = self.live, self.live.sv
+        file_models = sv.file_models(loaded)
+        launched = [m for m in sv.models if m not in sv.keys.file]
+        models = [m for m in file_models if m not in live.dropped]
+        models += [m for m in launched if m not in models]
+        wanted = expand(loaded.stack.processes, models)
+        removed = [r for n, r in sv.records.items() if n not in wanted]
+        await sv.retire(removed)
+        sv.loaded = loaded
+        sv.keys.set_file(file_models, base_pairs(loaded))
+        for gone in [m for m in sv.models if m not in models]:
+            sv.keys.forget(gone)
+            del sv.domains[gone]
+        for model in models:
+            sv.domains.setdefault(model, ModelStatus())
+        for name, unit in wanted.items():
+            if name in sv.records:
+                sv.refresh(sv.records[name], unit)
+        added = sv.add_units([u for n, u in wanted.items() if n not in sv.records], start=False)
+        sv.reorder(wanted)
+        targets = affected(sv, [r for r in sv.records.values() if r not in added])
+        for record in sv.records.values():
+            record.poke()
+        return Adoption(tuple(added), tuple(r.name for r in removed), targets)
+
+
+def _lists(result: ReloadResult) -> dict[str, tuple[str, ...]]:
+    return {"started": result.started, "stopped": result.stopped, "restarted": result.restarted}

@@ -1,0 +1,118 @@
+"""Watching the stack file and its env files: an edit is applied as a reload.
+
+The watcher runs in a daemon thread of its own (watchfiles, inotify), so a shutdown
+never waits for it; each relevant change wakes the event loop, which reloads. If
+watching cannot work here (no inotify, its limits reached), it says so and stops:
+`supervise reload` and SIGHUP still do the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectSendStream
+
+from supervisor.errors import ControlError
+from supervisor.runtime.live import LiveConfig
+
+# The watcher thread wakes every WATCH_STEP_MS to look for changes and for its stop
+# event (what an edit waits before it is seen, and what a shutdown waits for the thread);
+# it hands control back to the event loop every WATCH_TIMEOUT_MS. Both bound idle CPU.
+WATCH_STEP_MS = 200
+WATCH_TIMEOUT_MS = 30_000
+DEBOUNCE_MS = 50  # an editor's write-then-rename is one change
+
+
+async def watch_stack_files(
+    live: LiveConfig, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """A front end: reload on every edit of the stack file or an env file."""
+    task_status.started()
+    try:
+        await _watch(live)
+    except Exception as exc:
+        live.sv.printer.note(f"not watching the stack file ({exc!r}); use `supervise reload`")
+
+
+def _watched(live: LiveConfig) -> set[Path]:
+    return {Path(p).resolve() for p in live.sv.loaded.watched}
+
+
+async def _watch(live: LiveConfig) -> None:
+    while True:
+        watched = _watched(live)
+        directories = {str(p.parent) for p in watched if p.parent.is_dir()}
+        if not directories:
+            return
+        stop = threading.Event()
+        send, receive = anyio.create_memory_object_stream[BaseException | None](1)
+        thread = _Watcher(watched, directories, stop, send, anyio.lowlevel.current_token())
+        thread.start()
+        try:
+            async with receive:
+                async for failure in receive:
+                    if failure is not None:
+                        raise failure
+                    await _reload(live)
+                    if _watched(live) != watched:
+                        break  # env_files changed: watch the new set
+        finally:
+            stop.set()
+
+
+async def _reload(live: LiveConfig) -> None:
+    live.sv.printer.note("stack or env file changed: reloading")
+    try:
+        await live.reload()
+    except ControlError:
+        pass  # reported by reload(); the running stack is untouched
+    except Exception as exc:
+        live.sv.printer.note(f"reload failed, nothing changed: {exc!r}")
+
+
+class _Watcher(threading.Thread):
+    def __init__(
+        self,
+        watched: set[Path],
+        directories: set[str],
+        stop: threading.Event,
+        send: MemoryObjectSendStream[BaseException | None],
+        token: anyio.lowlevel.EventLoopToken,
+    ) -> None:
+        super().__init__(name="supervise-watch", daemon=True)
+        self.watched, self.directories, self.stop_event = watched, directories, stop
+        self.send, self.token = send, token
+
+    def _hand_over(self, item: BaseException | None) -> None:
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+            self.send.send_nowait(item)  # one pending wake-up is enough
+
+    def _wake(self, item: BaseException | None) -> None:
+        call: Callable[[BaseException | None], object] = self._hand_over
+        anyio.from_thread.run_sync(call, item, token=self.token)
+
+    def run(self) -> None:
+        from watchfiles import watch
+
+        try:
+            for changes in watch(
+                *self.directories,
+                stop_event=self.stop_event,
+                debounce=DEBOUNCE_MS,
+                step=WATCH_STEP_MS,
+                rust_timeout=WATCH_TIMEOUT_MS,
+                recursive=False,
+                raise_interrupt=False,
+            ):
+                if any(Path(path).resolve() in self.watched for _, path in changes):
+                    self._wake(None)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the loop may be gone already
+                self._wake(exc)
