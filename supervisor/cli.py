@@ -22,6 +22,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NO_SUPERVISOR = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer cut off
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,11 +105,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "check":
-        return _check(args)
-    return _client_command(args)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        return _client_command(args)
+    except BrokenPipeError:
+        # The reader went away (`supervise logs | head`): stop quietly, as git does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _environ() -> dict[str, str]:

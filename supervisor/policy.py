@@ -12,8 +12,10 @@ import random
 import signal
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from supervisor.config.model import Process
+from supervisor.state import ModelState
 
 EX_CONFIG = 78  # sysexits.h: the process failed on its configuration; never loop on it
 
@@ -148,3 +150,24 @@ def after_exit(
         else 0.0
     )
     return Restart(delay, f"{why}; restarting in {delay:.2f} s", failure)
+
+
+FailureAction = Literal["ignore", "stop-model", "stop-stack"]
+
+
+def failure_action(
+    *,
+    required: bool,
+    stack_running: bool,
+    domain: ModelState | None,
+    global_unit: bool,
+    policy: str,
+) -> FailureAction:
+    """What a unit that just ended `failed` does to the rest: models are failure
+    domains (its model stops), a required global unit ends the stack, and a domain that
+    is being changed leaves the failure to the change (which rolls back)."""
+    if not required or not stack_running or domain is not ModelState.RUNNING:
+        return "ignore"
+    if global_unit or policy == "stop-stack":
+        return "stop-stack"
+    return "stop-model"

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from supervisor.osproc import procfs
+
 ROOT = Path(__file__).resolve().parent.parent
 SVC = str(ROOT / "tests" / "children" / "svc.py")
 PY = sys.executable
@@ -61,21 +63,31 @@ def wait_until(
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return False
-    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] not in (b"Z", b"X")
+    """Alive and not a zombie."""
+    return procfs.alive(pid)
 
 
 class Run:
     """A `supervise run` in the background."""
 
-    def __init__(self, stack: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        stack: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.stack = stack
         self.proc = subprocess.Popen(
-            [PY, "-m", "supervisor", "run", "-c", str(stack), "--log-format", "json", *args],
+            [
+                *(command or [PY, "-m", "supervisor"]),
+                "run",
+                "-c",
+                str(stack),
+                "--log-format",
+                "json",
+                *args,
+            ],
             cwd=stack.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -292,3 +292,14 @@ def test_reload_of_a_broken_file_with_a_custom_socket_exits_2_and_changes_nothin
         assert pids(client) == before
     finally:
         assert run.stop() == 0
+
+
+def test_on_model_failure_stop_stack_restores_fail_fast(tmp_path: Path) -> None:
+    text = stack_text(beta_mode="exit78").replace(
+        "[supervise]\n", '[supervise]\non_model_failure = "stop-stack"\n'
+    )
+    run = Run(write_stack(tmp_path, text))
+    failed = run.event("beta/trade", "failed")
+    assert failed["exit_code"] == 78
+    assert run.wait() == 1
+    assert run.event("math", "stopped")

@@ -136,3 +136,23 @@ def test_trade_server_killed_mid_run_is_restarted_and_the_ledger_stays_consisten
         assert summary(run, "beta")
     finally:
         assert run.stop(timeout=30) == 0
+
+
+def test_the_virtualenvs_supervise_runs_the_stack_without_the_virtualenv_on_path(
+    tmp_path: Path,
+) -> None:
+    """`.venv/bin/supervise run` from a fresh shell: the stack's `python -m ...` commands
+    still find the interpreter that has the project installed."""
+    stack, env = fresh_deploy(tmp_path, days=1)
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "supervise").exists()
+    env["PATH"] = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != bin_dir
+    )
+    run = Run(stack, env=env, command=[str(bin_dir / "supervise")])
+    readyz = f"http://127.0.0.1:{env['PORT']}/readyz"
+    try:
+        wait_until(lambda: http_status(readyz) == 200, "/readyz 200", timeout=90)
+        assert "tool_errors=0" in summary(run, "alpha")
+    finally:
+        assert run.stop(timeout=30) == 0

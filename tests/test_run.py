@@ -77,7 +77,9 @@ def test_each_models_servers_start_after_its_init_published_with_only_its_own_ke
         agent = dumped(out, "beta/agent")
         assert agent["TRADE_URL"] == f"http://127.0.0.1:{beta['PORT']}/mcp"
         assert "MARKET" not in agent
-        assert Path(alpha["SUPERVISE_ENV"]).parent.stat().st_mode & 0o777 == 0o700
+        env_file = Path(alpha["SUPERVISE_ENV"])
+        for directory in (env_file.parent, env_file.parent.parent, env_file.parents[2]):
+            assert directory.stat().st_mode & 0o777 == 0o700, directory
         assert os.stat(alpha["SUPERVISE_ENV"]).st_mode & 0o777 == 0o600
     finally:
         assert run.stop() == 0

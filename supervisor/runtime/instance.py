@@ -53,8 +53,6 @@ class InstanceHost(Protocol):
 
     def take_published(self, record: UnitRecord) -> None: ...
 
-    def log_pattern(self, rendering: Rendering) -> re.Pattern[str] | None: ...
-
 
 class Transitions(Protocol):
     """The unit's own state changes, made by its runner (the only writer)."""
@@ -147,7 +145,9 @@ class Instance:
 
     def _on_line(self, stream: str) -> Callable[[str], None]:
         record = self.record
-        pattern = self.host.log_pattern(self.rendering)
+        probe = self.rendering.probe
+        # re caches compiled patterns: one compile per regex, however many restarts.
+        pattern = re.compile(probe.target[0]) if probe is not None and probe.kind == "log" else None
 
         def on_line(text: str) -> None:
             line = LogRecord(time.time(), record.name, stream, text)

@@ -40,6 +40,7 @@ from supervisor.errors import ControlError, InvalidValue
 from supervisor.plan import expand
 from supervisor.runtime.changes import Change, Changes, wait_all
 from supervisor.runtime.record import UnitRecord
+from supervisor.runtime.reload import Reloader
 from supervisor.runtime.supervisor import Supervisor
 from supervisor.runtime.unit import Restart
 from supervisor.secrets import Redactor
@@ -53,13 +54,10 @@ class LiveConfig:
         self.sv = supervisor
         self.changes = Changes(supervisor)
         self.dropped: set[str] = set()
-        self.config_error = ""
         # One structural change (launch, drop, reload) at a time; each also holds the
         # queue lock of every model it touches, so it never runs beside a change batch.
         self.structure = anyio.Lock()
-        from supervisor.runtime.reload import Reloader
-
-        self.reloader = Reloader(self)
+        self.reloader = Reloader(supervisor, self.changes, self.structure, self.dropped)
 
     @property
     def redactor(self) -> Redactor:
@@ -98,7 +96,7 @@ class LiveConfig:
             sv.socket_path,
             tuple(self._view(r) for r in sv.records.values()),
             sv.models,
-            self.config_error,
+            self.reloader.config_error,
         )
 
     def _record(self, name: str) -> UnitRecord:

@@ -53,6 +53,19 @@ class UnitRecord:
         """The environment entry that every process of this unit carries."""
         return f"SUPERVISE_ENV={self.env_file}".encode()
 
+    def variables(self, socket_path: str) -> dict[str, str]:
+        """The SUPERVISE_* variables (and NOTIFY_SOCKET) the unit's processes receive."""
+        variables = {
+            "SUPERVISE_UNIT": self.name,
+            "SUPERVISE_ENV": str(self.env_file),
+            "SUPERVISE_SOCKET": socket_path,
+        }
+        if self.model is not None:
+            variables["SUPERVISE_MODEL"] = self.model
+        if self.notify_path is not None:
+            variables["NOTIFY_SOCKET"] = str(self.notify_path)
+        return variables
+
     def poke(self) -> None:
         """Wake the unit's gate to look again."""
         self.wake.set()

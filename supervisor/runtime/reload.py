@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import anyio
 
 from supervisor.check import check_stack
 from supervisor.config.load import LoadedStack, load_stack
@@ -24,17 +25,15 @@ from supervisor.errors import ConfigError, ControlError
 from supervisor.plan import expand
 from supervisor.runtime.changes import (
     Affected,
+    Changes,
     affected,
     restart_and_wait,
     wait_all,
     what_happened,
 )
 from supervisor.runtime.record import UnitRecord
-from supervisor.runtime.supervisor import base_pairs
+from supervisor.runtime.supervisor import Supervisor, base_pairs
 from supervisor.state import ModelState, ModelStatus
-
-if TYPE_CHECKING:
-    from supervisor.runtime.live import LiveConfig
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,16 @@ class Adoption:
 
 
 class Reloader:
-    def __init__(self, live: LiveConfig) -> None:
-        self.live = live
+    """Applies reloads; keeps the last one's error for `status` (empty when it took)."""
+
+    def __init__(
+        self, sv: Supervisor, changes: Changes, structure: anyio.Lock, dropped: set[str]
+    ) -> None:
+        self.sv, self.changes, self.structure, self.dropped = sv, changes, structure, dropped
+        self.config_error = ""
 
     async def reload(self, timeout: float) -> ReloadResult:
-        live, sv = self.live, self.live.sv
+        sv = self.sv
         try:
             loaded = load_stack(sv.loaded.file, sv.loaded.environ)
             only = [m for m in sv.only_models if m in loaded.stack.models]
@@ -61,12 +65,12 @@ class Reloader:
             if report.problems:
                 raise ConfigError(report.problems)
         except ConfigError as exc:
-            live.config_error = str(exc)
+            self.config_error = str(exc)
             sv.printer.note(f"reload refused, nothing changed:\n{exc}")
             raise ControlError("invalid_config", str(exc)) from exc
-        async with live.structure, contextlib.AsyncExitStack() as locks:
+        async with self.structure, contextlib.AsyncExitStack() as locks:
             for model in sorted(sv.models):
-                await locks.enter_async_context(live.changes.queue(model).lock)
+                await locks.enter_async_context(self.changes.queue(model).lock)
             previous = sv.loaded
             adoption = await self._adopt(loaded)
             marked = self._mark(adoption.domains)
@@ -84,7 +88,7 @@ class Reloader:
                 back = await self._adopt(previous)
                 marked |= self._mark(back.domains)
                 await self._settle(back, timeout)
-                live.config_error = f"reload rolled back: {happened}"
+                self.config_error = f"reload rolled back: {happened}"
                 result = ReloadResult(
                     result.started,
                     result.stopped,
@@ -94,7 +98,7 @@ class Reloader:
                     rolled_back=True,
                 )
             else:
-                live.config_error = ""
+                self.config_error = ""
             self._unmark(marked)
         changes = [f"{k}: {', '.join(v)}" for k, v in _lists(result).items() if v]
         sv.printer.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
@@ -104,7 +108,7 @@ class Reloader:
 
     def _mark(self, domains: set[str | None]) -> set[str | None]:
         """Make the touched failure domains `changing`: a failure now rolls back."""
-        sv = self.live.sv
+        sv = self.sv
         marked = set()
         for domain in domains:
             if domain in sv.domains and sv.domains[domain].state is ModelState.RUNNING:
@@ -113,7 +117,7 @@ class Reloader:
         return marked
 
     def _unmark(self, domains: set[str | None]) -> None:
-        sv = self.live.sv
+        sv = self.sv
         for domain in domains:
             if domain in sv.domains and sv.domains[domain].state is ModelState.CHANGING:
                 sv.set_model(domain, ModelState.RUNNING)
@@ -121,7 +125,7 @@ class Reloader:
 
     async def _settle(self, adoption: Adoption, timeout: float) -> dict[str, str]:
         """Start and restart what the adoption asks; {unit: reason} for failures."""
-        sv = self.live.sv
+        sv = self.sv
         waiters = sv.start_units(adoption.added)
         failed = await restart_and_wait(sv, adoption.targets, timeout, "the stack file changed")
         failed.update(await wait_all(sv, waiters, timeout))
@@ -130,10 +134,10 @@ class Reloader:
     async def _adopt(self, loaded: LoadedStack) -> Adoption:
         """Make `loaded` the running stack's plan: forget what it no longer has, register
         what it adds (not started yet), and find what its renderings change."""
-        live, sv = self.live, self.live.sv
+        sv = self.sv
         file_models = sv.file_models(loaded)
         launched = [m for m in sv.models if m not in sv.keys.file]
-        models = [m for m in file_models if m not in live.dropped]
+        models = [m for m in file_models if m not in self.dropped]
         models += [m for m in launched if m not in models]
         wanted = expand(loaded.stack.processes, models)
         removed = [r for n, r in sv.records.items() if n not in wanted]

@@ -19,7 +19,6 @@ Invariants:
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -42,6 +41,7 @@ from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
 from supervisor.output.printer import Printer
 from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, render
+from supervisor.policy import failure_action
 from supervisor.runtime import gate
 from supervisor.runtime.events import EVENT_BACKLOG, LOG_BACKLOG, Broadcaster
 from supervisor.runtime.keys import ModelKeys
@@ -96,7 +96,6 @@ class Supervisor:
         self.guard = Guard(self.runtime_dir)
         self.launcher = Launcher(self.reaper, self.guard)
         self._dependents: dict[str, list[UnitRecord]] = {}
-        self._log_patterns: dict[str, re.Pattern[str]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._end: anyio.Event | None = None
         self.forced: anyio.Event = anyio.Event()
@@ -113,8 +112,6 @@ class Supervisor:
     def file_models(self, loaded: LoadedStack) -> dict[str, dict[str, str]]:
         only = self.only_models
         return {n: dict(k) for n, k in loaded.stack.models.items() if not only or n in only}
-
-    # ----------------------------------------------------------------- running
 
     async def run(self, front_ends: Sequence[FrontEnd] = ()) -> int:
         """Run until the stack ends; returns the exit code for `supervise run`."""
@@ -191,8 +188,6 @@ class Supervisor:
             self.printer.note("every unit has finished")
             self.end(EXIT_OK)
 
-    # ----------------------------------------------------------------- registry
-
     def add_units(self, units: Iterable[Unit], *, start: bool = True) -> list[UnitRecord]:
         """Register units (their ports assigned) and start their tasks."""
         assert self._tg is not None, "add_units needs a running supervisor"
@@ -212,8 +207,11 @@ class Supervisor:
     def _record(self, unit: Unit) -> UnitRecord:
         # Global units and models live in separate trees, so no model name can collide
         # with a global process's file.
-        home = self.runtime_dir / ("global" if unit.model is None else f"models/{unit.model}")
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home = self.runtime_dir / "global"
+        if unit.model is not None:
+            (self.runtime_dir / "models").mkdir(mode=0o700, exist_ok=True)
+            home = self.runtime_dir / "models" / unit.model
+        home.mkdir(mode=0o700, exist_ok=True)
         record = UnitRecord(unit, env_file=home / f"{unit.process}.env")
         self.refresh(record, unit)
         return record
@@ -260,8 +258,6 @@ class Supervisor:
     def of_model(self, model: str | None) -> list[UnitRecord]:
         return [r for r in self.records.values() if r.model == model]
 
-    # ----------------------------------------------------------------- commands
-
     def send(
         self, records: Iterable[UnitRecord], make: Callable[[Waiter], Command]
     ) -> list[Waiter]:
@@ -293,8 +289,6 @@ class Supervisor:
             for event in done:
                 await event.wait()
 
-    # ----------------------------------------------------------------- models
-
     def set_model(self, domain: str | None, state: ModelState, reason: str = "") -> None:
         """Move a failure domain (a model, or the global units: None) to `state`."""
         old = self.domains[domain]
@@ -325,18 +319,19 @@ class Supervisor:
                 self._unit_failed(record)
 
     def _unit_failed(self, record: UnitRecord) -> None:
-        if not record.unit.spec.required or self.phase is not Phase.RUNNING:
-            return
         domain = self.domains.get(record.model)
-        if domain is None or domain.state is not ModelState.RUNNING:
-            return  # changing: the change rolls back; stopping or failed: already handled
-        if record.model is None or self.loaded.stack.supervise.on_model_failure == "stop-stack":
+        action = failure_action(
+            required=record.unit.spec.required,
+            stack_running=self.phase is Phase.RUNNING,
+            domain=domain.state if domain is not None else None,
+            global_unit=record.model is None,
+            policy=self.loaded.stack.supervise.on_model_failure,
+        )
+        if action == "stop-stack":
             self.printer.note(f"{record.name} is required and failed: stopping the stack")
             self.end(EXIT_UNIT_FAILED)
-            return
-        self.fail_model(record.model, f"{record.name} failed: {record.status.reason}")
-
-    # ----------------------------------------------------------------- UnitHost
+        elif action == "stop-model" and record.model is not None:
+            self.fail_model(record.model, f"{record.name} failed: {record.status.reason}")
 
     def status_of(self, name: str) -> Status | None:
         record = self.records.get(name)
@@ -345,15 +340,7 @@ class Supervisor:
     def render(self, record: UnitRecord) -> Rendering:
         """Raises MissingModelKey or UnresolvedReference, as `render` does."""
         model = record.model
-        variables = {
-            "SUPERVISE_UNIT": record.name,
-            "SUPERVISE_ENV": str(record.env_file),
-            "SUPERVISE_SOCKET": self.socket_path,
-        }
-        if model is not None:
-            variables["SUPERVISE_MODEL"] = model
-        if record.notify_path is not None:
-            variables["NOTIFY_SOCKET"] = str(record.notify_path)
+        variables = record.variables(self.socket_path)
         context = RenderContext.of(
             self.loaded,
             model_keys={model: self.keys.keys(model)} if model is not None else {},
@@ -420,15 +407,6 @@ class Supervisor:
 
     def released(self, child: Child) -> None:
         self.guard.forget(child.pid)
-
-    def log_pattern(self, rendering: Rendering) -> re.Pattern[str] | None:
-        probe = rendering.probe
-        if probe is None or probe.kind != "log":
-            return None
-        regex = probe.target[0]
-        if regex not in self._log_patterns:
-            self._log_patterns[regex] = re.compile(regex)
-        return self._log_patterns[regex]
 
 
 def base_pairs(loaded: LoadedStack) -> list[tuple[str, str]]:
