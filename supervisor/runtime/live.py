@@ -44,7 +44,7 @@ from supervisor.runtime.reload import Reloader
 from supervisor.runtime.supervisor import Supervisor
 from supervisor.runtime.unit import Restart
 from supervisor.secrets import Redactor
-from supervisor.state import ENDED, Event, ModelEvent, ModelState, ModelStatus, State, StopReason
+from supervisor.state import Event, ModelEvent, ModelState, ModelStatus, State, StopReason
 
 
 class LiveConfig:
@@ -201,7 +201,7 @@ class LiveConfig:
             sv.keys.change(model, keys)
             if status is not None:  # a failed model: brought back with the new keys
                 sv.set_model(model, ModelState.RUNNING)
-                records = [r for r in sv.of_model(model) if r.status.state in ENDED]
+                records = _to_start(sv.of_model(model))
             else:
                 self.dropped.discard(model)
                 sv.domains[model] = ModelStatus()
@@ -253,7 +253,7 @@ class LiveConfig:
         async with self.changes.queue(model).lock:
             if sv.domains[model].state is ModelState.FAILED:
                 sv.set_model(model, ModelState.RUNNING)
-            records = [r for r in sv.of_model(model) if r.status.state in ENDED - {State.EXITED}]
+            records = _to_start(sv.of_model(model))
             waiters = sv.start_units(records)
             failed = await wait_all(sv, waiters, timeout)
             sv.check_domain(model)
@@ -296,3 +296,9 @@ class LiveConfig:
 
     async def reload(self, *, timeout: float = DEFAULT_WAIT) -> ReloadResult:
         return await self.reloader.reload(timeout)
+
+
+def _to_start(records: list[UnitRecord]) -> list[UnitRecord]:
+    """What starting a model starts: its stopped and failed units (completed oneshots
+    stay done)."""
+    return [r for r in records if r.status.state in (State.STOPPED, State.FAILED)]

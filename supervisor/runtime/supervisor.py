@@ -44,6 +44,7 @@ from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, rend
 from supervisor.policy import failure_action
 from supervisor.runtime import gate
 from supervisor.runtime.events import EVENT_BACKLOG, LOG_BACKLOG, Broadcaster
+from supervisor.runtime.gate import Verdict
 from supervisor.runtime.keys import ModelKeys
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.unit import Command, Retire, Start, Stop, UnitRunner, Waiter, Watch
@@ -264,7 +265,11 @@ class Supervisor:
         waiters = []
         for record in records:
             waiter = Waiter(record.name)
-            self.runners[record.name].send(make(waiter))
+            runner = self.runners.get(record.name)
+            if runner is None:
+                waiter.resolve(Verdict(False, f"{record.name} was removed from the stack"))
+            else:
+                runner.send(make(waiter))
             waiters.append(waiter)
         return waiters
 
@@ -279,13 +284,14 @@ class Supervisor:
     ) -> None:
         """Stop units, dependents before their dependencies; return once all are down."""
         depth = levels({n: r.unit for n, r in self.records.items()})
-        chosen = {r.name for r in records if r.name in self.runners}
+        depth.update((r.name, 0) for r in records if r.name not in depth)
+        chosen = {r.name: self.runners[r.name] for r in records if r.name in self.runners}
         for level in sorted({depth[n] for n in chosen}, reverse=True):
             done = []
-            for name in chosen:
+            for name, runner in chosen.items():
                 if depth[name] == level:
                     done.append(anyio.Event())
-                    self.runners[name].send(Stop(reason, text, done[-1]))
+                    runner.send(Stop(reason, text, done[-1]))
             for event in done:
                 await event.wait()
 

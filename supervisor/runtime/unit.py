@@ -121,11 +121,16 @@ class UnitRunner:
         self._life_done = anyio.Event()
         self._life_done.set()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._retired = False
 
     def __repr__(self) -> str:
         return f"<runner of {self.record!r}>"
 
     def send(self, command: Command) -> None:
+        """Queue a command; one sent after the unit was retired is answered at once."""
+        if self._retired:
+            _abandon(command, self.record.name)
+            return
         self._send.send_nowait(command)
 
     @property
@@ -143,9 +148,15 @@ class UnitRunner:
                 async for command in self._receive:
                     if isinstance(command, Retire):
                         await self._stop(StopReason.REMOVED, "removed from the stack")
+                        self._retired = True
                         command.done.set()
                         break
                     await self._handle(command)
+                while True:  # what came in after the retirement: answered, never lost
+                    try:
+                        _abandon(self._receive.receive_nowait(), self.record.name)
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
             tg.cancel_scope.cancel()
 
     async def _handle(self, command: Command) -> None:
@@ -308,3 +319,12 @@ class UnitRunner:
             waiters, self.waiters = self.waiters, []
             for waiter in waiters:
                 waiter.resolve(verdict)
+
+
+def _abandon(command: Command, unit: str) -> None:
+    """Answer a command for a unit that has left the stack."""
+    if isinstance(command, Stop | Retire):
+        if command.done is not None:
+            command.done.set()
+    elif command.waiter is not None:
+        command.waiter.resolve(Verdict(False, f"{unit} was removed from the stack"))
