@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from supervisor.config.load import LoadedStack, load_stack
+from supervisor.config.load import LoadedStack, load_stack, loading
 from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
     RenderContext,
@@ -89,15 +89,25 @@ def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckRe
 
 
 def load_checked(
-    file: Path | None, environ: Mapping[str, str], only_models: Iterable[str] = ()
+    file: Path | None,
+    environ: Mapping[str, str],
+    only_models: Iterable[str] = (),
+    *,
+    known_models_only: bool = False,
 ) -> tuple[LoadedStack, CheckReport]:
     """Load a stack and check it in full.
+
+    Args:
+        only_models: `--model` filters; unknown names are problems, unless
+            `known_models_only` (a reload: the file may have dropped a model since).
 
     Raises:
         ConfigError: with every problem found, by the loader or the check.
     """
     loaded = load_stack(file, environ)
-    report = check_stack(loaded, only_models)
+    only = [m for m in only_models if not known_models_only or m in loaded.stack.models]
+    with loading(str(loaded.file), "checking the plan"):
+        report = check_stack(loaded, only)
     if report.problems:
         raise ConfigError(report.problems)
     return loaded, report

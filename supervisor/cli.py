@@ -169,14 +169,15 @@ def _run(args: argparse.Namespace) -> int:
         printer.note(f"warning: {warning}")
     supervisor = Supervisor(loaded, printer, only_models=args.model)
     live = LiveConfig(supervisor)
+    limit = loaded.stack.supervise.max_connections
     front_ends: list[FrontEnd] = [
         partial(handle_signals, live),
-        partial(serve_control, live, supervisor.registry_link),
+        partial(serve_control, live, supervisor.registry_link, limit, printer.note),
         live.serve,
     ]
     address = settings_value(loaded, "http")
     if address:
-        front_ends.append(partial(serve_health, live, address, printer.note))
+        front_ends.append(partial(serve_health, live, address, limit, printer.note))
     front_ends.append(partial(watch_stack_files, live))
     code = EXIT_FAILED
     try:

@@ -76,6 +76,7 @@ class Run:
         *args: str,
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.stack = stack
         self.proc = subprocess.Popen(
@@ -94,6 +95,7 @@ class Run:
             text=True,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            preexec_fn=preexec,
         )
         self.records: list[Record] = []
         self.stderr: list[str] = []

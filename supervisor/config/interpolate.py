@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 
 _REFERENCE = re.compile(r"\$(?:\$|\{([^}]*)\})")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.-]+)?")
 
 
 class TemplateSyntaxError(ValueError):
@@ -36,7 +36,7 @@ def references(template: str) -> Iterator[tuple[str, str | None]]:
         if body is None:  # `$$`
             continue
         name, sep, default = body.partition(":-")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise TemplateSyntaxError(template, f"malformed reference ${{{body}}}")
         yield name, (default if sep else None)
     _check_gap(template, template[position:])

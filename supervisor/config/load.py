@@ -7,9 +7,12 @@ the file, the key path and the value.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
-from supervisor.config.model import Stack
+from supervisor.config.model import Stack, port_number
 from supervisor.config.procfile import BASE_PORT, parse_procfile
 from supervisor.errors import ConfigError, Problem
 
@@ -25,6 +28,7 @@ STACK_FILE = "supervise.toml"
 PYPROJECT = "pyproject.toml"
 PROCFILE = "Procfile"
 DEFAULT_ENV_FILE = ".env"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\[\]-]+")
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ def find_stack_file(directory: Path) -> Path:
     pyproject = directory / PYPROJECT
     if pyproject.is_file():
         try:
-            if "supervise" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+            tool = tomllib.loads(pyproject.read_text()).get("tool", {})
+            if isinstance(tool, dict) and "supervise" in tool:
                 return pyproject
-        except (OSError, tomllib.TOMLDecodeError):
+        except Exception:
             return pyproject  # let load_stack report what is wrong with it
     procfile = directory / PROCFILE
     if procfile.is_file():
@@ -110,44 +115,105 @@ def load_stack(file: Path | None, environ: Mapping[str, str]) -> LoadedStack:
     problems: list[Problem] = []
     raw: dict[str, Any]
     if path.suffix == ".toml":
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([Problem(name, "", f"invalid TOML: {exc}")]) from exc
-        if path.name == PYPROJECT:
-            tool = document.get("tool", {})
-            if "supervise" not in tool:
-                raise ConfigError([Problem(name, "", "no [tool.supervise] table")])
-            raw = tool["supervise"]
-        else:
-            raw = document
+        with loading(name, "parsing TOML"):
+            raw = _stack_table(path, _parse_toml(text, name))
     else:
-        base_port = _procfile_base_port(environ, name)
-        raw, problems = parse_procfile(text, name, base_port)
+        with loading(name, "reading the Procfile"):
+            base_port = _procfile_base_port(environ, name)
+            raw, problems = parse_procfile(text, name, base_port)
 
-    try:
-        stack = Stack.model_validate(raw)
-    except ValidationError as exc:
-        problems.extend(_problems_from(exc, name, raw))
-        raise ConfigError(problems) from exc
+    with loading(name, "validating"):
+        try:
+            stack = Stack.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc, name))
+            raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
 
-    env_files, watched, env_problems = _read_env_files(stack, path)
+    with loading(name, "reading env files"):
+        env_files, watched, env_problems = _read_env_files(stack, path)
     if env_problems:
         raise ConfigError(env_problems)
     loaded = LoadedStack(path, stack, env_files, dict(environ), (path, *watched))
-    _check_templates(loaded)
+    with loading(name, "checking templates"):
+        _check_templates(loaded)
     return loaded
+
+
+MAX_DEPTH = 16  # tables and arrays in a stack file nest a few levels; deeper is a mistake
+
+
+@contextlib.contextmanager
+def loading(file: str, what: str) -> Iterator[None]:
+    """Whatever goes wrong while `what` is done to `file` is a ConfigError naming both:
+    no stack file, however hostile, ends in a traceback."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except RecursionError as exc:
+        raise ConfigError([Problem(file, "", f"{what}: nested too deeply")]) from exc
+    except Exception as exc:
+        raise ConfigError([Problem(file, "", f"{what} failed: {exc!r}")]) from exc
+
+
+def _parse_toml(text: str, name: str) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(name, "", f"invalid TOML: {exc}")]) from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            [Problem(name, "", f"invalid TOML: nested deeper than {MAX_DEPTH} levels")]
+        ) from exc
+    where = _too_deep(document, [])
+    if where is not None:
+        raise ConfigError(
+            [Problem(name, ".".join(where), f"nested deeper than {MAX_DEPTH} levels")]
+        )
+    return document
+
+
+def _too_deep(value: object, path: list[str]) -> list[str] | None:
+    """The key path where `value` nests deeper than MAX_DEPTH, or None."""
+    if len(path) > MAX_DEPTH:
+        return path[:MAX_DEPTH]
+    items: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    for key, item in items:
+        found = _too_deep(item, [*path, key])
+        if found is not None:
+            return found
+    return None
+
+
+def _stack_table(path: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """The stack's table: the document, or `[tool.supervise]` of a pyproject.toml."""
+    if path.name != PYPROJECT:
+        return document
+    tool = document.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError([Problem(str(path), "tool", f"must be a table, got {tool!r}")])
+    if "supervise" not in tool:
+        raise ConfigError([Problem(str(path), "", "no [tool.supervise] table")])
+    table = tool["supervise"]
+    if not isinstance(table, dict):
+        raise ConfigError([Problem(str(path), "tool.supervise", f"must be a table, got {table!r}")])
+    return table
 
 
 def _procfile_base_port(environ: Mapping[str, str], name: str) -> int:
     value = environ.get("PORT", "").strip()
     if not value:
         return BASE_PORT
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    port = port_number(value)
+    if port is None:
         raise ConfigError([Problem(name, "PORT", f"environment PORT {value!r} is not a port")])
-    return int(value)
+    return port
 
 
 def _read_env_files(stack: Stack, path: Path) -> tuple[dict[str, str], list[Path], list[Problem]]:
@@ -173,29 +239,62 @@ def _read_env_files(stack: Stack, path: Path) -> tuple[dict[str, str], list[Path
                 )
             continue
         try:
-            values = dotenv_values(env_path, interpolate=False)
+            text = env_path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(env_path), "", f"cannot read env file: {exc}"))
             continue
-        for key, value in values.items():
+        bad = _unparsable_lines(text)
+        if bad:
+            problems.extend(
+                Problem(str(env_path), f"line {number}", f"cannot parse {line!r} as KEY=VALUE")
+                for number, line in bad
+            )
+            continue
+        for key, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
             merged[key] = "" if value is None else value
     return merged, watched, problems
 
 
-def _problems_from(exc: ValidationError, file: str, raw: Mapping[str, Any]) -> list[Problem]:
+def _unparsable_lines(text: str) -> list[tuple[int, str]]:
+    """Lines of an env file that python-dotenv would skip with a warning on stderr."""
+    from dotenv.parser import parse_stream
+
+    lines = text.splitlines()
+    bad = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            number = binding.original.line
+            bad.append((number, lines[number - 1].strip() if number <= len(lines) else ""))
+    return bad
+
+
+def _problems_from(exc: ValidationError, file: str) -> list[Problem]:
     problems = []
     for error in exc.errors():
         location = [str(part) for part in error["loc"]]
         value = error.get("input")
         message = error["msg"].removeprefix("Value error, ")
+        if location[-1:] == ["[key]"]:  # a dict key, not its value, broke the rule
+            location = location[:-1]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
-        elif not isinstance(value, dict):
-            message = f"{message} (got {value!r})"
-        problems.append(Problem(file, ".".join(location), message))
+        elif not isinstance(value, dict) and "(got" not in message and repr(value) not in message:
+            message = f"{message} (got {_shown(value)})"
+        problems.append(Problem(file, key_path(location), message))
     return problems
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def key_path(parts: list[str]) -> str:
+    """A dotted key path; a part that is not a plain name is quoted (a newline in a key
+    must not break the message)."""
+    return ".".join(p if _PLAIN_KEY.fullmatch(p) else repr(p) for p in parts)
 
 
 def _check_templates(loaded: LoadedStack) -> None:
@@ -216,6 +315,8 @@ def _check_templates(loaded: LoadedStack) -> None:
         commands = [process.command] if isinstance(process.command, str) else process.command
         for command in commands:
             check(f"processes.{pname}.command", command)
+        if process.cwd is not None:
+            check(f"processes.{pname}.cwd", process.cwd)
         for key, value in process.env.items():
             check(f"processes.{pname}.env.{key}", value)
         if process.ready is not None:

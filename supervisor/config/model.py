@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -28,11 +28,15 @@ from supervisor.secrets import redact
 
 # Model names, process names and signatures: what may safely become a path component.
 NAME_RULE = "letters, digits, '.', '_' or '-', at most 64 characters, not '.' or '..'"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Every name rule is a full match: `$` would also accept a trailing newline.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ENV_KEY_RULE = "an environment variable name (letters, digits, '_', not starting with a digit)"
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 # Process names appear in `${OTHER.port}`, so no '.' and no '/'.
-_PROCESS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PROCESS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DIGITS = re.compile(r"[0-9]{1,5}")  # a port number; str.isdigit() would take '٥٠٠٠'
+MAX_REGEX_LENGTH = 1024  # a `log` probe's pattern: a line matcher, not a program
+MAX_REGEX_DEPTH = 32  # nested groups in it (deeper ones overflow the regex compiler)
 
 # Defaults, each named once.
 DEFAULT_SHUTDOWN_TIMEOUT = 25.0  # the whole graceful stop; Render allows 30 s
@@ -46,14 +50,63 @@ DEFAULT_FAILURE_WINDOW = 60.0
 DEFAULT_BACKOFF_INITIAL = 0.5  # first restart delay, doubled per recent failure
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_COALESCE = 0.05  # runtime-config changes inside this window make one restart
+DEFAULT_MAX_CONNECTIONS = 128  # per listening port; a unit may hold a few, agents one each
 
 
 def is_safe_name(value: str) -> bool:
-    return bool(_SAFE_NAME.match(value)) and value not in {".", ".."}
+    return bool(_SAFE_NAME.fullmatch(value)) and value not in {".", ".."}
 
 
 def is_env_key(value: str) -> bool:
-    return bool(_ENV_KEY.match(value))
+    return bool(_ENV_KEY.fullmatch(value))
+
+
+def is_process_name(value: str) -> bool:
+    return bool(_PROCESS_NAME.fullmatch(value))
+
+
+def port_number(text: str) -> int | None:
+    """`text` as a TCP port (1-65535), or None."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
+def split_command(command: str) -> list[str]:
+    """Split like a shell would.
+
+    Raises:
+        ValueError: unbalanced quotes or a trailing escape, with shlex's reason.
+    """
+    try:
+        return shlex.split(command)
+    except ValueError as exc:
+        raise ValueError(f"cannot split {command!r} like a shell: {exc}") from None
+
+
+def check_regex(pattern: str) -> None:
+    """Raises ValueError for a pattern that is too long, nested too deep, or invalid."""
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ValueError(f"regular expression longer than {MAX_REGEX_LENGTH} characters")
+    depth = deepest = 0
+    escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    if deepest > MAX_REGEX_DEPTH:
+        raise ValueError(f"regular expression nested deeper than {MAX_REGEX_DEPTH} groups")
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
 
 
 def validate_model(name: str, keys: Mapping[str, str]) -> None:
@@ -92,7 +145,15 @@ def _scalar_to_str(value: object) -> object:
 
 
 EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
-EnvKey = Annotated[str, StringConstraints(pattern=_ENV_KEY.pattern)]
+
+
+def _env_key(value: str) -> str:
+    if not is_env_key(value):
+        raise ValueError(f"{value!r} is not {ENV_KEY_RULE}")
+    return value
+
+
+EnvKey = Annotated[str, AfterValidator(_env_key)]
 
 
 class _Strict(BaseModel):
@@ -128,10 +189,14 @@ class Probe(_Strict):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
+            check_regex(value)
+        return value
+
+    @field_validator("exec")
+    @classmethod
+    def _exec_splits(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, str):
+            split_command(value)
         return value
 
     @property
@@ -176,6 +241,8 @@ class Process(_Strict):
             isinstance(value, list) and not value
         ):
             raise ValueError("command is empty")
+        if isinstance(value, str):
+            split_command(value)
         return value
 
     @field_validator("stop_signal")
@@ -196,7 +263,7 @@ class Process(_Strict):
         if self.socket and self.oneshot:
             raise ValueError("a oneshot cannot hold a listening socket")
         if self.preload:
-            words = self.command if isinstance(self.command, list) else shlex.split(self.command)
+            words = self.command if isinstance(self.command, list) else split_command(self.command)
             if self.shell or len(words) < 3 or words[1] != "-m":
                 raise ValueError("preload needs a command of the form `python -m MODULE ...`")
         return self
@@ -214,6 +281,9 @@ class Settings(_Strict):
     # A required per-model unit that fails: "stop-model" stops only its model (the
     # default; models are failure domains), "stop-stack" ends the whole run with exit 1.
     on_model_failure: Literal["stop-model", "stop-stack"] = "stop-model"
+    # Connections open at once on the control socket (and, separately, the http port);
+    # more are answered 503, so no client can use up the supervisor's descriptors.
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1, le=65536)
 
     @field_validator("http")
     @classmethod
@@ -221,7 +291,7 @@ class Settings(_Strict):
         if value is None or "${" in value:
             return value
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if not sep or not host or (port != "0" and port_number(port) is None):
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
 
@@ -251,7 +321,7 @@ class Stack(_Strict):
     @classmethod
     def _process_names(cls, value: dict[str, Process]) -> dict[str, Process]:
         for name in value:
-            if not _PROCESS_NAME.match(name):
+            if not is_process_name(name):
                 raise ValueError(
                     f"process name {name!r} is invalid: letters, digits, '_' or '-', "
                     "at most 64 characters"

@@ -8,7 +8,7 @@ from typing import Any
 
 from supervisor.errors import Problem
 
-_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
+_LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.+)")
 BASE_PORT = 5000  # honcho's and foreman's first PORT when none is set
 PORT_STEP = 100
 
@@ -28,7 +28,7 @@ def parse_procfile(text: str, file: str, base_port: int) -> tuple[dict[str, Any]
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE.match(line)
+        match = _LINE.fullmatch(line)
         if match is None:
             problems.append(
                 Problem(file, f"line {number}", f"expected 'name: command', got {raw!r}")

@@ -7,6 +7,8 @@ goes away. Errors are `{"error": {"code", "message"}}` with the matching status.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,9 +19,15 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import anyio.abc
 import h11
+from anyio.streams.stapled import MultiListener
 
 MAX_BODY = 1024 * 1024  # a control request is a few keys, never megabytes
-REQUEST_TIMEOUT = 10.0  # a client that sends its request slower than this is dropped
+MAX_HEAD = 16 * 1024  # request line and headers; a longer head is answered 431
+REQUEST_TIMEOUT = 10.0  # a client that sends its request slower than this gets 408
+SEND_TIMEOUT = 5.0  # an error answer to a client that does not read is given up on
+LINGER_TIMEOUT = 1.0  # after an error answer, input still arriving is read this long
+LINGER_BYTES = 4 * 1024 * 1024  # ... and at most this much
+DEFAULT_CONNECTIONS = 128  # open at once per port; more are answered 503
 READ_SIZE = 65536
 
 
@@ -78,21 +86,24 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer: Any) -> None:
-    """Answer one request on `stream`."""
-    conn = h11.Connection(h11.SERVER)
+    """Answer one request on `stream`; a malformed or too slow one gets an error answer
+    (400, 408, 413, 431) with a JSON body, then the connection closes."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     async with stream:
         try:
             with anyio.fail_after(REQUEST_TIMEOUT):
                 request = await _read_request(conn, stream, peer)
-        except (
-            TimeoutError,
-            h11.RemoteProtocolError,
-            anyio.BrokenResourceError,
-            anyio.EndOfStream,
-            ApiError,
-        ) as exc:
-            if isinstance(exc, ApiError) and conn.our_state is h11.SEND_RESPONSE:
-                await _send_json(conn, stream, exc.status, _error_body(exc))
+        except TimeoutError:
+            error = ApiError(408, "timeout", f"request not received within {REQUEST_TIMEOUT:g} s")
+            await _send_error(conn, stream, error)
+            return
+        except h11.RemoteProtocolError as exc:
+            await _send_error(conn, stream, ApiError(exc.error_status_hint, "bad_http", str(exc)))
+            return
+        except ApiError as exc:
+            await _send_error(conn, stream, exc)
+            return
+        except (anyio.BrokenResourceError, anyio.EndOfStream, OSError):
             return
         if request is None:
             return
@@ -107,6 +118,21 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer:
             await _send_json(conn, stream, response.status, response.body, response.headers)
         else:
             await _send_stream(conn, stream, response)
+
+
+async def _send_error(conn: h11.Connection, stream: anyio.abc.ByteStream, exc: ApiError) -> None:
+    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        with anyio.move_on_after(SEND_TIMEOUT):
+            await _send_json(conn, stream, exc.status, _error_body(exc))
+    # Read what the client is still sending (bounded) before closing: closing with unread
+    # input resets the connection, and the client would lose the answer.
+    with anyio.move_on_after(LINGER_TIMEOUT):
+        drained = 0
+        while drained < LINGER_BYTES:
+            try:
+                drained += len(await stream.receive(READ_SIZE))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                break
 
 
 def _error_body(exc: ApiError) -> dict[str, Any]:
@@ -182,16 +208,78 @@ async def _send_stream(
         return
 
 
+# accept() errors that mean "out of a resource for now": wait and try again, never die.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY_INITIAL = 0.05  # first pause after accept() failed for want of descriptors
+ACCEPT_RETRY_MAX = 1.0
+
+
 async def serve(
-    listener: anyio.abc.Listener[Any], handler: Handler, peer_of: Callable[[Any], Any]
+    listener: anyio.abc.Listener[Any],
+    handler: Handler,
+    peer_of: Callable[[Any], Any],
+    *,
+    limit: int = DEFAULT_CONNECTIONS,
+    note: Callable[[str], None] = lambda _text: None,
 ) -> None:
-    """Serve every connection of `listener` until cancelled."""
+    """Serve every connection of `listener` until cancelled: at most `limit` at once
+    (more are answered 503 at once), and running out of file descriptors pauses
+    accepting (said once) instead of ending the server."""
+    listeners = listener.listeners if isinstance(listener, MultiListener) else [listener]
+    active = 0
 
     async def one(stream: Any) -> None:
+        nonlocal active
         try:
-            peer = peer_of(stream)
-        except OSError:
-            peer = None
-        await serve_connection(stream, handler, peer)
+            try:
+                peer = peer_of(stream)
+            except OSError:
+                peer = None
+            await serve_connection(stream, handler, peer)
+        finally:
+            active -= 1
 
-    await listener.serve(one)
+    async def accept_loop(sub: Any) -> None:
+        nonlocal active
+        delay, warned = ACCEPT_RETRY_INITIAL, False
+        while True:
+            try:
+                stream = await sub.accept()
+            except (OSError, anyio.BrokenResourceError) as exc:
+                cause = exc if isinstance(exc, OSError) else exc.__cause__  # anyio wraps it
+                if not isinstance(cause, OSError) or cause.errno not in _EXHAUSTED:
+                    raise
+                if not warned:
+                    note(f"cannot accept connections ({cause.strerror}); retrying, units run on")
+                    warned = True
+                await anyio.sleep(delay)
+                delay = min(delay * 2, ACCEPT_RETRY_MAX)
+                continue
+            if warned:
+                note("accepting connections again")
+            delay, warned = ACCEPT_RETRY_INITIAL, False
+            if active >= limit:
+                tg.start_soon(_refuse, stream, limit)
+                continue
+            active += 1
+            tg.start_soon(one, stream)
+
+    async with anyio.create_task_group() as tg:
+        for sub in listeners:
+            tg.start_soon(accept_loop, sub)
+
+
+async def _refuse(stream: anyio.abc.ByteStream, limit: int) -> None:
+    """503 without reading the request: the slot is not there to read it in."""
+    body = json.dumps(
+        {"error": {"code": "busy", "message": f"{limit} connections are open; try again"}}
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        with anyio.move_on_after(SEND_TIMEOUT):
+            await stream.send(head + body)
+    with contextlib.suppress(Exception):
+        await stream.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -31,26 +32,46 @@ def peer_pid(stream: Any) -> int | None:
     return pid
 
 
+def _problem(stack_file: str, path: Path, reason: str) -> ConfigError:
+    return ConfigError([Problem(stack_file, "supervise.control_socket", f"{path}: {reason}")])
+
+
 def _prepare_socket(path: Path, stack_file: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.parent.stat().st_uid == os.getuid():
-        path.parent.chmod(0o700)
+    """Make sure `path` can be bound safely; never change a directory it did not create.
+
+    Raises:
+        ConfigError: the directory cannot be made or used, or another supervisor runs.
+    """
+    parent = path.parent
+    try:
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True)  # ours: private from the start
+        info = parent.stat()
+    except OSError as exc:
+        raise _problem(stack_file, parent, f"cannot create the directory: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise _problem(stack_file, parent, "is not a directory")
+    sticky = bool(info.st_mode & stat.S_ISVTX)
+    if info.st_mode & 0o022 and not sticky:
+        raise _problem(
+            stack_file,
+            parent,
+            f"directory is writable by others (mode {stat.S_IMODE(info.st_mode):o}) without "
+            "the sticky bit: anyone could replace the socket; use a private directory",
+        )
+    if info.st_uid not in (os.getuid(), 0):
+        raise _problem(stack_file, parent, "directory belongs to another user")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _problem(stack_file, parent, "directory is not writable")
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(path))
         except OSError:
-            path.unlink()  # stale: its supervisor is gone
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its supervisor is gone
         else:
-            raise ConfigError(
-                [
-                    Problem(
-                        stack_file,
-                        "supervise.control_socket",
-                        f"another supervisor is running on {path}",
-                    )
-                ]
-            )
+            raise _problem(stack_file, path, "another supervisor is running on it")
         finally:
             probe.close()
 
@@ -75,6 +96,8 @@ def _unregister(link: Path | None, target: str) -> None:
 async def serve_control(
     plane: ControlPlane,
     registry_link: Path | None,
+    limit: int,
+    note: Callable[[str], None],
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -82,12 +105,15 @@ async def serve_control(
     view = plane.view()
     path = Path(view.socket)
     _prepare_socket(path, view.stack_file)
-    listener = await anyio.create_unix_listener(path)
-    path.chmod(0o600)
+    try:
+        listener = await anyio.create_unix_listener(path)
+        path.chmod(0o600)
+    except OSError as exc:
+        raise _problem(view.stack_file, path, f"cannot listen: {exc.strerror or exc}") from exc
     _register(registry_link, str(path))
     try:
         task_status.started()
-        await serve(listener, ControlApi(plane).handle, peer_pid)
+        await serve(listener, ControlApi(plane).handle, peer_pid, limit=limit, note=note)
     finally:
         _unregister(registry_link, str(path))
         path.unlink(missing_ok=True)
@@ -96,6 +122,7 @@ async def serve_control(
 async def serve_health(
     plane: ControlPlane,
     address: str,
+    limit: int,
     note: Callable[[str], None],
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -119,4 +146,4 @@ async def serve_health(
     bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
     note(f"health and status on http://{host}:{bound}/readyz")
     task_status.started()
-    await serve(tcp, HealthApi(plane).handle, lambda _s: None)
+    await serve(tcp, HealthApi(plane).handle, lambda _s: None, limit=limit, note=note)

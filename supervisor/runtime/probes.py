@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import anyio
 import h11
 
+from supervisor.config.model import port_number
 from supervisor.osproc.spawn import Reaper, SpawnError, spawn
 from supervisor.osproc.tree import kill_tree
 from supervisor.plan import RenderedProbe
@@ -77,9 +78,10 @@ def _host_port(target: str) -> tuple[str, int]:
     host, sep, port = target.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", target
-    if not port.isdigit():
+    number = port_number(port)
+    if number is None:
         raise ProbeFailed(f"bad tcp target {target!r}")
-    return host or "127.0.0.1", int(port)
+    return host or "127.0.0.1", number
 
 
 async def _tcp(probe: RenderedProbe, ctx: ProbeContext) -> None:

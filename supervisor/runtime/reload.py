@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from supervisor.check import check_stack
-from supervisor.config.load import LoadedStack, load_stack
+from supervisor.check import load_checked
+from supervisor.config.load import LoadedStack
 from supervisor.control.plane import ReloadResult
 from supervisor.errors import ConfigError, ControlError
 from supervisor.plan import expand
@@ -59,11 +59,9 @@ class Reloader:
     async def reload(self, timeout: float) -> ReloadResult:
         sv = self.sv
         try:
-            loaded = load_stack(sv.loaded.file, sv.loaded.environ)
-            only = [m for m in sv.only_models if m in loaded.stack.models]
-            report = check_stack(loaded, only)
-            if report.problems:
-                raise ConfigError(report.problems)
+            loaded, _ = load_checked(
+                sv.loaded.file, sv.loaded.environ, sv.only_models, known_models_only=True
+            )
         except ConfigError as exc:
             self.config_error = str(exc)
             sv.printer.note(f"reload refused, nothing changed:\n{exc}")

@@ -34,7 +34,7 @@ from supervisor.client import registry_entry
 from supervisor.config.handoff import read_published
 from supervisor.config.load import LoadedStack, settings_value
 from supervisor.control.plane import LogRecord
-from supervisor.errors import MissingModelKey
+from supervisor.errors import ConfigError, MissingModelKey, Problem
 from supervisor.osproc.guard import Guard
 from supervisor.osproc.launch import Launcher
 from supervisor.osproc.sockets import PortBook
@@ -116,9 +116,12 @@ class Supervisor:
 
     async def run(self, front_ends: Sequence[FrontEnd] = ()) -> int:
         """Run until the stack ends; returns the exit code for `supervise run`."""
-        self.runtime_dir = Path(
-            tempfile.mkdtemp(prefix="supervise-", dir=os.environ.get("XDG_RUNTIME_DIR"))
-        )
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        try:
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix="supervise-", dir=base))
+        except OSError as exc:
+            reason = f"cannot make the runtime directory in {base}: {exc.strerror}"
+            raise ConfigError([Problem("XDG_RUNTIME_DIR", "", reason)]) from exc
         link = (self.registry_link, self.socket_path) if self.registry_link else None
         self.guard = self.launcher.guard = Guard(self.runtime_dir, link)
         self._end, self.forced = anyio.Event(), anyio.Event()
