@@ -14,7 +14,7 @@ import os
 import sys
 
 from services.agent.settings import AGENT, load_init, load_run
-from services.settings import ConfigError, fail, require
+from services.common.settings import ConfigError, fail, require
 
 USAGE = "usage: python -m services.agent init|run"
 
@@ -25,7 +25,7 @@ def _init() -> int:
     except ConfigError as exc:
         fail(exc)
     from services.agent.init import init
-    from services.ledger import LedgerError
+    from services.common.ledger import LedgerError
 
     try:
         init(settings, sys.stdout)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from services.agent.settings import AGENT, InitSettings
-from services.ledger import Ledger
+from services.common.ledger import Ledger
 
 
 def publish(keys: Mapping[str, str], settings: InitSettings, out: TextIO) -> None:
@@ -44,7 +44,7 @@ def init(settings: InitSettings, out: TextIO) -> None:
     """Register (once) and publish ``SIGNATURE`` and ``TODAY_DATE``.
 
     Raises:
-        services.ledger.LedgerError: the ledger cannot be created or read.
+        services.common.ledger.LedgerError: the ledger cannot be created or read.
         OSError: the hand-off file cannot be written.
     """
     ledger = Ledger(settings.data_dir, settings.signature)

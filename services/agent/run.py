@@ -25,7 +25,7 @@ import httpx2
 from services.agent.rule import Order, Quote, decide
 from services.agent.settings import AGENT, RunSettings
 from services.agent.toolbox import CONNECT_RETRY_SECONDS, Toolbox, ToolFailure
-from services.ledger import Ledger, LedgerError, Positions, cash_of
+from services.common.ledger import Ledger, LedgerError, Positions, cash_of
 
 DateSetter = Callable[[str], Awaitable[None]]
 

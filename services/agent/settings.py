@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
-from services.prices import PriceBook
-from services.settings import (
+from services.common.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
+from services.common.prices import PriceBook
+from services.common.settings import (
     ConfigError,
     date_of,
     price_book_of,

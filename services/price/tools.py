@@ -16,10 +16,9 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from services.prices import is_date
-from services.settings import PriceSettings
+from services.common.prices import is_date
+from services.price.settings import PriceSettings
 
-SERVER = "price"
 NAME = "LocalPrices"
 SAMPLE_DATES = 5
 

@@ -157,15 +157,26 @@ class Children:
         self.stop_all()
 
     def start(
-        self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path, *, group: bool = True
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        group: bool = True,
+        pass_fds: tuple[int, ...] = (),
     ) -> Child:
-        """Start ``argv`` in a new session, stdout and stderr to ``logs/NAME.log``."""
+        """Start ``argv`` in a new session, stdout and stderr to ``logs/NAME.log``.
+
+        ``pass_fds`` are kept open in the child (a listening socket to hand down).
+        """
         log = self.logs / f"{name.replace('/', '-')}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
                 argv,
                 env=dict(env),
                 cwd=cwd,
+                pass_fds=pass_fds,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
