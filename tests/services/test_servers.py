@@ -233,11 +233,20 @@ def test_a_past_day_has_the_whole_bar_as_the_file_writes_it(price: Server) -> No
 def test_today_shows_only_the_open_and_hides_the_rest_of_the_day(price: Server) -> None:
     result = structured(call(price.url, "get_price_local", {"symbol": "AAPL", "date": TODAY}))
 
+    # AI-Trader's words for what the open cannot know, and no number of the day's bar.
     assert result == {
         "symbol": "AAPL",
         "date": TODAY,
-        "ohlcv": {"open": "100.5000", "high": None, "low": None, "close": None, "volume": None},
+        "ohlcv": {
+            "open": "100.5000",
+            "high": "You can not get the current high price",
+            "low": "You can not get the current low price",
+            "close": "You can not get the next close price",
+            "volume": "You can not get the current volume",
+        },
     }
+    later = {"999.0000", "1.0000", "101.2500", "1000"}
+    assert not later & set(result["ohlcv"].values())
 
 
 PRICE_ERRORS = [
