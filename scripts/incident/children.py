@@ -1,5 +1,8 @@
 """Processes the incident's reproduction starts, and how it waits for and stops them.
 
+The one process harness of the reference stack: ``tests/services/stack.py`` and
+``tests/container/`` build on it too (the script cannot depend on the tests).
+
 Invariants: every process leads its own session and is stopped when its ``Children``
 block ends, whatever happened — SIGTERM, a bounded wait, then SIGKILL, to its process
 group or (for the supervisor, which stops its own units) to its pid; never by name.
