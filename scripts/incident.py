@@ -6,7 +6,7 @@ the agent's first ``sell`` failing with "SIGNATURE environment variable is not s
 Part 2 runs the same agent under ``supervise run`` on the repository's supervise.toml
 (a fresh deploy: empty DATA_DIR, DAYS=3) and shows both models completing every day with
 zero tool errors. Exit 0 only when both hold; 1 when one does not; 2 when a step could
-not be run. The logic lives in ``services.incident`` (the tests reuse it).
+not be run. The logic lives in the package ``scripts/incident/`` (the tests reuse it).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from services.incident.main import main  # noqa: E402  (the path above must come first)
+from scripts.incident.main import main  # noqa: E402  (the path above must come first)
 
 if __name__ == "__main__":
     sys.exit(main())

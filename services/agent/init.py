@@ -4,10 +4,11 @@ Publishing follows the supervisor's hand-off convention: ``KEY=VALUE`` lines app
 the file named by ``SUPERVISE_ENV`` (read by the supervisor when this oneshot exits 0).
 Without ``SUPERVISE_ENV`` the lines go to stdout, and stderr says so.
 
-Invariants: registration is idempotent (an existing ledger is left untouched); the
-published ``TODAY_DATE`` never rewinds a ledger that has already traded — it is the
-ledger's latest date, which for a fresh ledger is the registration date (``START_DATE``
-or the first trading day of the price file). Standard library only.
+Invariants: registration is idempotent (an existing ledger is left untouched, and init
+says it continues it and how to start over); the published ``TODAY_DATE`` never rewinds
+a ledger that has already traded — it is the ledger's latest date, which for a fresh
+ledger is the registration date (``START_DATE`` or the first trading day of the price
+file). Standard library only.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
+from services.agent.reset import HOW_TO_RESET
 from services.agent.settings import AGENT, InitSettings
-from services.ledger import Ledger
+from services.common.ledger import Ledger
 
 
 def publish(keys: Mapping[str, str], settings: InitSettings, out: TextIO) -> None:
@@ -44,7 +46,7 @@ def init(settings: InitSettings, out: TextIO) -> None:
     """Register (once) and publish ``SIGNATURE`` and ``TODAY_DATE``.
 
     Raises:
-        services.ledger.LedgerError: the ledger cannot be created or read.
+        services.common.ledger.LedgerError: the ledger cannot be created or read.
         OSError: the hand-off file cannot be written.
     """
     ledger = Ledger(settings.data_dir, settings.signature)
@@ -57,9 +59,11 @@ def init(settings: InitSettings, out: TextIO) -> None:
         today = settings.start
     else:
         latest = ledger.latest()
+        left = len(settings.prices.days_after(latest.date))
         print(
             f"{AGENT}: {settings.signature} is already registered at {ledger.path} "
-            f"(latest row {latest.id} on {latest.date}); left untouched",
+            f"(latest row {latest.id} on {latest.date}); continuing that ledger, "
+            f"{left} trading day(s) left in the price file; {HOW_TO_RESET}",
             file=out,
         )
         today = latest.date

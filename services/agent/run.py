@@ -4,7 +4,9 @@ Each trading day after the current ``TODAY_DATE``: move the model to that day (b
 default through the supervisor's client, which restarts exactly the model's
 date-dependent servers and returns once they are ready), read yesterday's bars and
 today's opens from the price server, decide with ``rule.decide``, and send the orders to
-the trade server, printing one line per decision. A summary line ends the run.
+the trade server, printing one line per decision. A summary line ends the run. A ledger
+that already reached the price file's last day (runs continue their ledger) is said so,
+with how to start over, and the run ends with zero days.
 
 Invariants: the ledger (read at each day's open) is the truth about positions; a
 business rejection (``{"error": ...}``) is a decision outcome, printed as REJECTED; a
@@ -22,10 +24,11 @@ from typing import Any, TextIO
 
 import httpx2
 
+from services.agent.reset import HOW_TO_RESET
 from services.agent.rule import Order, Quote, decide
 from services.agent.settings import AGENT, RunSettings
 from services.agent.toolbox import CONNECT_RETRY_SECONDS, Toolbox, ToolFailure
-from services.ledger import Ledger, LedgerError, Positions, cash_of
+from services.common.ledger import Ledger, LedgerError, Positions, cash_of
 
 DateSetter = Callable[[str], Awaitable[None]]
 
@@ -233,6 +236,15 @@ async def run(
     # Resume after whatever is later: the ledger's last row or the TODAY_DATE we were given.
     start = max(latest.date, settings.start or latest.date)
     days = settings.prices.days_after(start)[: settings.days]
+    if not days:
+        # Said plainly, never a silent run of nothing (repeated runs continue the ledger).
+        print(
+            f"{AGENT}: {settings.signature} has no trading day left after {start} in "
+            f"{settings.prices.path}: its ledger {ledger.path} is at the end; {HOW_TO_RESET}",
+            file=out,
+        )
+        print(tally.summary(), file=out, flush=True)
+        return tally
     print(f"{AGENT}: {settings.signature} trades {len(days)} day(s) after {start}", file=out)
     urls = {"trade": settings.trade_url, "price": settings.price_url, "math": settings.math_url}
     try:

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
-from services.prices import PriceBook
-from services.settings import (
+from services.common.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
+from services.common.prices import PriceBook
+from services.common.settings import (
     ConfigError,
     date_of,
     price_book_of,
@@ -68,7 +68,8 @@ def derive_signature(base_model: str) -> str:
         ) from None
 
 
-def _data_dir(environ: Mapping[str, str]) -> Path:
+def data_dir_from(environ: Mapping[str, str]) -> Path:
+    """``DATA_DIR`` (default ``./data``) made absolute; ``init`` creates what it needs."""
     return Path(environ.get("DATA_DIR") or "data").expanduser().absolute()
 
 
@@ -114,7 +115,7 @@ def load_init(environ: Mapping[str, str]) -> InitSettings:
         market=market,
         initial_cash=cash,
         start=start or prices.trading_days[0],
-        data_dir=_data_dir(environ),
+        data_dir=data_dir_from(environ),
         prices=prices,
         supervise_env=Path(hand_off).absolute() if hand_off else None,
     )
@@ -145,6 +146,6 @@ def load_run(environ: Mapping[str, str]) -> RunSettings:
         math_url=urls["MATH_URL"],
         days=days,
         start=start,
-        data_dir=_data_dir(environ),
+        data_dir=data_dir_from(environ),
         prices=price_book_of(AGENT, environ),
     )

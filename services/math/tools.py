@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from mcp.server.mcpserver import MCPServer
 
-SERVER = "math"
 NAME = "Math"
 
 

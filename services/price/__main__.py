@@ -7,14 +7,15 @@ Exits 78 with one stderr line when any of them is missing or invalid.
 
 from __future__ import annotations
 
-from services.settings import load_or_exit, load_price
+from services.common.settings import load_or_exit
+from services.price.settings import SERVER, load_price
 
 
 def main() -> None:
     settings = load_or_exit(load_price)
     # The heavy imports, only once the environment is known to be good.
-    from services.price.tools import SERVER, create_server
-    from services.serving import Identity, serve
+    from services.common.serving import Identity, serve
+    from services.price.tools import create_server
 
     identity = Identity(SERVER, settings.signature, settings.today)
     serve(create_server(settings), identity, settings.listen, f", TODAY_DATE {settings.today}")

@@ -1,13 +1,17 @@
 """LocalPrices: ``get_price_local(symbol, date)`` from the price book, as of ``TODAY_DATE``.
 
-Result shape is AI-Trader's (``agent_tools/tool_get_price_local.py``):
+Results are AI-Trader's (``agent_tools/tool_get_price_local.py``, daily data):
 ``{"symbol", "date", "ohlcv": {"open", "high", "low", "close", "volume"}}`` with the
-file's string values; problems a model can act on are ``{"error": ..., "symbol",
-"date"}`` results.
+file's string values; for ``TODAY_DATE`` the fields the day has not revealed yet carry
+AI-Trader's explanatory strings (``HIDDEN_TODAY``) in place of a value; problems a model
+can act on are ``{"error": ..., "symbol", "date"}`` results with AI-Trader's wording.
 
-Invariant — no look-ahead: for ``date == TODAY_DATE`` only ``open`` is real (high, low,
-close and volume are null: the day is not over); a date after ``TODAY_DATE`` is refused,
-and an error's list of sample dates never shows one.
+Where it deliberately differs from AI-Trader: a date after ``TODAY_DATE`` is refused
+(AI-Trader serves it, look-ahead included), and the sample dates an error lists stop at
+``TODAY_DATE`` (AI-Trader lists the newest five in the file). There is no hourly mode.
+
+Invariant — no look-ahead: for ``date == TODAY_DATE`` only ``open`` is a price; a date
+after ``TODAY_DATE`` is refused, and an error's list of sample dates never shows one.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from services.prices import is_date
-from services.settings import PriceSettings
+from services.common.prices import is_date
+from services.price.settings import PriceSettings
 
-SERVER = "price"
 NAME = "LocalPrices"
 SAMPLE_DATES = 5
+# What AI-Trader returns for today's fields that are not known at the open, word for word.
+HIDDEN_TODAY = {
+    "high": "You can not get the current high price",
+    "low": "You can not get the current low price",
+    "close": "You can not get the next close price",
+    "volume": "You can not get the current volume",
+}
 
 Result = dict[str, Any]
 
@@ -56,7 +66,7 @@ def price_local(settings: PriceSettings, symbol: str, date: str) -> Result:
             "date": date,
         }
     if date == today:
-        ohlcv = {"open": bar.open, "high": None, "low": None, "close": None, "volume": None}
+        ohlcv = {"open": bar.open, **HIDDEN_TODAY}
     else:
         ohlcv = {
             "open": bar.open,
@@ -82,7 +92,7 @@ def create_server(settings: PriceSettings) -> MCPServer:
         Args:
             symbol: Stock symbol, e.g. "AAPL".
             date: Date in "YYYY-MM-DD" format; not after today. For today only the
-                opening price is known; high, low, close and volume are null.
+                opening price is known; high, low, close and volume say so in words.
 
         Returns:
             {"symbol", "date", "ohlcv": {"open", "high", "low", "close", "volume"}}, or

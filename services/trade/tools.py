@@ -20,7 +20,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from services.ledger import (
+from services.common.ledger import (
     Action,
     EmptyLedgerError,
     Ledger,
@@ -31,9 +31,8 @@ from services.ledger import (
     Row,
     cash_of,
 )
-from services.settings import TradeSettings
+from services.trade.settings import SERVER, TradeSettings
 
-SERVER = "trade"
 NAME = "TradeTools"
 # Cash is kept to 1/100 of a cent so repeated float arithmetic never shows as 0.30000000000000004.
 CASH_DECIMALS = 4
@@ -153,8 +152,9 @@ def create_server(settings: TradeSettings) -> MCPServer:
 def build_server(trader_for: Callable[[], Trader], instructions: str) -> MCPServer:
     """The "TradeTools" tools, each asking ``trader_for`` for its ``Trader`` when called.
 
-    ``trader_for`` may raise ``ToolError`` (the legacy mode does, when it cannot tell who
-    is trading); the call then fails with that text.
+    ``trader_for`` may raise ``ToolError`` (the incident's legacy trade server in
+    ``scripts/incident`` does, when it cannot tell who is trading); the call then fails
+    with that text.
     """
     mcp: MCPServer = MCPServer(NAME, instructions=instructions)
 

@@ -1,49 +1,31 @@
 """Real reference-stack processes for tests: servers on free loopback ports, and their env.
 
-Every process is started in its own session and stopped by ``Servers.stop_all`` (SIGTERM
-to its group, a bounded wait, then SIGKILL) before the suite-wide orphan net looks.
-Readiness is polled on ``/healthz`` with a deadline that fails as "want X, got Y after
-T", never slept for.
+Built on the incident reproduction's harness (``scripts.incident.children``), so the
+script and the tests share one way to spawn, wait and stop: every process leads its own
+session, its output goes to a file, readiness is polled on ``/healthz`` with a deadline
+that fails as "want X, got Y after T" (never slept for), and ``Servers.stop_all`` stops
+each one (SIGTERM to its group, a bounded wait, then SIGKILL) before the suite-wide
+orphan net looks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from scripts.incident.children import Child, Children, child_env, free_port, wait_healthy
 
-from services.incident.children import STACK_KEYS, free_port
+__all__ = ["Server", "Servers", "child_env", "free_port", "get_json", "run_module"]
 
-REPO = Path(__file__).resolve().parents[2]
-# A server imports the MCP SDK (~0.5 s here); generous for a loaded CI machine.
-READY_SECONDS = 20.0
-# A server's graceful stop is bounded by its own 5 s; after this it is killed.
-STOP_SECONDS = 10.0
-POLL_SECONDS = 0.02
-
-# Keys a test must set explicitly, never inherit from whoever runs pytest.
-_SCRUBBED = STACK_KEYS
-
-
-def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This environment (with the orphan net's token) minus stack keys, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+# Bounds a run that should end in milliseconds; a hang fails instead of stalling the suite.
+EXIT_SECONDS = 10.0
 
 
 def get_json(url: str, timeout: float = 2.0) -> Any:
@@ -57,50 +39,32 @@ class Server:
 
     name: str
     port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+    child: Child
     health: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.child.output()
 
-    def wait_ready(self, deadline_seconds: float = READY_SECONDS) -> dict[str, Any]:
-        """Poll ``/healthz`` until it answers; fail with what was seen instead."""
-        started = time.monotonic()
-        seen = "nothing yet"
-        while time.monotonic() - started < deadline_seconds:
-            if self.proc.poll() is not None:
-                seen = f"exit status {self.proc.returncode}"
-                break
-            try:
-                self.health = get_json(f"http://127.0.0.1:{self.port}/healthz")
-                return self.health
-            except (OSError, urllib.error.URLError) as exc:
-                seen = repr(exc)
-            time.sleep(POLL_SECONDS)
-        pytest.fail(
-            f"want {self.name} answering /healthz on port {self.port}, got {seen} after "
-            f"{time.monotonic() - started:.1f} s; output:\n{self.output()}"
-        )
+    def wait_ready(self) -> dict[str, Any]:
+        """Poll ``/healthz`` until it answers (fails at once if the server exits)."""
+        self.health = wait_healthy(self.child, self.port)
+        return self.health
 
     def signal_stop(self) -> None:
         """SIGTERM to the server's whole process group (it leads its own session)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+        self.child.signal(signal.SIGTERM)
 
     def wait_stopped(self) -> None:
-        """Reap the server; SIGKILL its group if it outstays ``STOP_SECONDS``."""
-        try:
-            self.proc.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=STOP_SECONDS)
+        """Reap the server; SIGKILL its group if it outstays the harness's stop bound."""
+        self.child.wait()
 
     def stop(self) -> None:
         self.signal_stop()
@@ -112,39 +76,29 @@ class Servers:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.started: list[Server] = []
+        self.children = Children(tmp_path)
 
     def start(
-        self, name: str, env: Mapping[str, str], *, port: int | None = None, wait: bool = True
+        self,
+        name: str,
+        env: Mapping[str, str],
+        *,
+        port: int | None = None,
+        wait: bool = True,
+        module: str | None = None,
     ) -> Server:
+        """Start ``python -m services.NAME --port PORT`` (or ``module``) in ``tmp_path``."""
         port = port or free_port()
-        log = self.tmp_path / f"{name}-{port}-{len(self.started)}.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}", "--port", str(port)],
-                env=child_env(env),
-                cwd=self.tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(name, port, proc, log)
-        self.started.append(server)
+        argv = [sys.executable, "-m", module or f"services.{name}", "--port", str(port)]
+        label = f"{name}-{port}-{len(self.children.started)}"
+        server = Server(name, port, self.children.start(label, argv, child_env(env), self.tmp_path))
         if wait:
             server.wait_ready()
         return server
 
     def stop_all(self) -> None:
         """Stop every server started here, signalling all first so they stop together."""
-        for server in self.started:
-            server.signal_stop()
-        for server in self.started:
-            server.wait_stopped()
-
-
-# Bounds a run that should end in milliseconds; a hang fails instead of stalling the suite.
-EXIT_SECONDS = 10.0
+        self.children.stop_all()
 
 
 def run_module(

@@ -14,8 +14,8 @@ import anyio.to_thread
 
 from services.agent.run import DateChangeError, Tally, run
 from services.agent.settings import RunSettings
-from services.ledger import Ledger
-from services.prices import DEFAULT_PRICE_FILE, load_price_book
+from services.common.ledger import Ledger
+from services.common.prices import DEFAULT_PRICE_FILE, load_price_book
 from tests.services.stack import Server, Servers, child_env
 
 # Bounds an init run (milliseconds) and a whole trading run over a few days (seconds).

@@ -7,8 +7,8 @@ from pathlib import Path
 import anyio
 from mcp import Client
 
-from services.ledger import Ledger
-from services.prices import DEFAULT_PRICE_FILE, load_price_book
+from services.common.ledger import Ledger
+from services.common.prices import DEFAULT_PRICE_FILE, load_price_book
 from tests.services.stack import Server, Servers
 
 PROCESSES = 8

@@ -15,6 +15,12 @@ HEAVY = {"mcp", "mcp_types", "uvicorn", "starlette", "pydantic", "anyio", "httpx
 
 CASES = [
     ("trade", {"TODAY_DATE": GOOD_DATE}, "trade: SIGNATURE environment variable is not set"),
+    # No switch into the incident's behaviour: a runtime-env file does not stand in for it.
+    (
+        "trade",
+        {"RUNTIME_ENV_PATH": "runtime_env.json", "TODAY_DATE": GOOD_DATE},
+        "trade: SIGNATURE environment variable is not set",
+    ),
     ("trade", {"SIGNATURE": "a/b", "TODAY_DATE": GOOD_DATE}, "trade: SIGNATURE 'a/b' is invalid"),
     ("trade", {"SIGNATURE": "..", "TODAY_DATE": GOOD_DATE}, "trade: SIGNATURE '..' is invalid"),
     ("trade", {"SIGNATURE": "alpha"}, "trade: TODAY_DATE environment variable is not set"),
@@ -74,7 +80,7 @@ def test_a_server_refusing_its_environment_never_imported_the_mcp_sdk(
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = {name for name in imported if name.split(".")[0] in HEAVY}
     assert heavy == set()
-    assert "services.settings" in imported
+    assert {f"services.{server}.settings", "services.common.settings"} <= imported
 
 
 def test_the_agent_run_refuses_to_start_without_a_supervisor_socket(tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.incident.children import REPO, child_env
+from scripts.incident.legacy_trade.server import NO_SIGNATURE
+from scripts.incident.main import verdict
+from scripts.incident.old_way import OldWay, reproduce_old_way
+from scripts.incident.supervised import Supervised, run_supervised
 from services.agent.run import Tally
-from services.incident.children import REPO, child_env
-from services.incident.main import verdict
-from services.incident.old_way import OldWay, reproduce_old_way
-from services.incident.supervised import Supervised, run_supervised
-from services.ledger import Action, Ledger
-from services.trade.legacy import NO_SIGNATURE
+from services.common.ledger import Action, Ledger
 
 SIGNATURES = {"alpha": "gpt-4.1", "beta": "claude-sonnet-4"}
 SCRIPT = REPO / "scripts" / "incident.py"

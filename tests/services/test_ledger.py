@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ledger import (
+from services.common.ledger import (
     Action,
     InvalidSignatureError,
     Ledger,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from services.common.prices import DEFAULT_PRICE_FILE, PriceFileError, load_price_book
 from services.data import generate
-from services.prices import DEFAULT_PRICE_FILE, PriceFileError, load_price_book
 
 
 def test_the_bundled_price_file_is_exactly_what_the_seeded_generator_renders() -> None:

@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
-from services.ledger import Ledger
+from services.common.ledger import Ledger
 from tests.services.stack import Server, Servers, child_env, get_json
 
 # Bounds one test's MCP conversation; real calls take milliseconds.
@@ -234,11 +233,20 @@ def test_a_past_day_has_the_whole_bar_as_the_file_writes_it(price: Server) -> No
 def test_today_shows_only_the_open_and_hides_the_rest_of_the_day(price: Server) -> None:
     result = structured(call(price.url, "get_price_local", {"symbol": "AAPL", "date": TODAY}))
 
+    # AI-Trader's words for what the open cannot know, and no number of the day's bar.
     assert result == {
         "symbol": "AAPL",
         "date": TODAY,
-        "ohlcv": {"open": "100.5000", "high": None, "low": None, "close": None, "volume": None},
+        "ohlcv": {
+            "open": "100.5000",
+            "high": "You can not get the current high price",
+            "low": "You can not get the current low price",
+            "close": "You can not get the next close price",
+            "volume": "You can not get the current volume",
+        },
     }
+    later = {"999.0000", "1.0000", "101.2500", "1000"}
+    assert not later & set(result["ohlcv"].values())
 
 
 PRICE_ERRORS = [
@@ -332,7 +340,7 @@ def test_healthz_names_the_server_its_signature_pid_and_a_fresh_boot_id_per_star
     assert f"trade: serving http://127.0.0.1:{first.port}/mcp" in first.output()
 
 
-def test_a_server_serves_on_an_inherited_listening_socket(tmp_path: Path) -> None:
+def test_a_server_serves_on_an_inherited_listening_socket(servers: Servers, tmp_path: Path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -346,20 +354,13 @@ def test_a_server_serves_on_an_inherited_listening_socket(tmp_path: Path) -> Non
         "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'services.math'])\n"
     )
-    log = tmp_path / "math.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", launcher],
-            env=child_env({}),
-            cwd=tmp_path,
-            pass_fds=(listener.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    argv = [sys.executable, "-c", launcher]
+    child = servers.children.start(
+        "math", argv, child_env({}), tmp_path, pass_fds=(listener.fileno(),)
+    )
     listener.close()
-    server = Server("math", port, proc, log)
+    server = Server("math", port, child)
+    proc = child.proc
     try:
         health = server.wait_ready()
         result = structured(call(server.url, "multiply", {"a": 6, "b": 7}))

@@ -12,10 +12,9 @@ import pytest
 from services.agent.run import run
 from services.agent.settings import RunSettings
 from services.agent.toolbox import Toolbox
-from services.incident.children import free_port
-from services.ledger import Ledger
-from services.prices import DEFAULT_PRICE_FILE, load_price_book
-from tests.services.stack import Server, Servers
+from services.common.ledger import Ledger
+from services.common.prices import DEFAULT_PRICE_FILE, load_price_book
+from tests.services.stack import Server, Servers, free_port
 
 # Bounds each scenario; a restart takes about half a second.
 SCENARIO_SECONDS = 30.0

@@ -1,5 +1,8 @@
 """Processes the incident's reproduction starts, and how it waits for and stops them.
 
+The one process harness of the reference stack: ``tests/services/stack.py`` and
+``tests/container/`` build on it too (the script cannot depend on the tests).
+
 Invariants: every process leads its own session and is stopped when its ``Children``
 block ends, whatever happened — SIGTERM, a bounded wait, then SIGKILL, to its process
 group or (for the supervisor, which stops its own units) to its pid; never by name.
@@ -157,15 +160,26 @@ class Children:
         self.stop_all()
 
     def start(
-        self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path, *, group: bool = True
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        group: bool = True,
+        pass_fds: tuple[int, ...] = (),
     ) -> Child:
-        """Start ``argv`` in a new session, stdout and stderr to ``logs/NAME.log``."""
+        """Start ``argv`` in a new session, stdout and stderr to ``logs/NAME.log``.
+
+        ``pass_fds`` are kept open in the child (a listening socket to hand down).
+        """
         log = self.logs / f"{name.replace('/', '-')}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
                 argv,
                 env=dict(env),
                 cwd=cwd,
+                pass_fds=pass_fds,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from services.incident.children import STACK_FILE, Children, IncidentError, child_env, indent, poll
+from scripts.incident.children import STACK_FILE, Children, IncidentError, child_env, indent, poll
 
 # `supervise run` to every SUMMARY: a few seconds here; bounded well inside a test's 120 s.
 SUMMARY_SECONDS = 60.0

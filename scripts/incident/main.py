@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.incident.children import IncidentError
-from services.incident.old_way import OldWay, reproduce_old_way
-from services.incident.supervised import Supervised, run_supervised
+from scripts.incident.children import IncidentError
+from scripts.incident.old_way import OldWay, reproduce_old_way
+from scripts.incident.supervised import Supervised, run_supervised
 
 
 def verdict(old: OldWay, new: Supervised) -> list[str]:

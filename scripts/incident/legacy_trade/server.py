@@ -1,21 +1,12 @@
-"""The trade server's legacy mode: AI-Trader's runtime-env file, read at every tool call.
+"""The legacy trade server's tools: the identity, and maybe the day, read at each call.
 
-A REPRODUCTION AID, NOT A MODE TO RUN IN. It exists so the incident can be shown on
-demand (``scripts/incident.py``): in the public AI-Trader project the tool servers start
-before any agent, and each tool learns the model's identity by calling
-``get_config_value("SIGNATURE")``, which reads a JSON file at ``RUNTIME_ENV_PATH`` that
-the agent writes later, from another process. When that file is missing (a platform
-wiped the disk) or lacks the key, the tool raises "SIGNATURE environment variable is not
-set". This module does exactly that, with the same message.
+Like AI-Trader's ``_load_runtime_env``, a missing, unreadable or non-object file reads as
+empty, and a missing ``SIGNATURE`` fails the call with "SIGNATURE environment variable is
+not set" (the incident's words).
 
-It is on only when ``RUNTIME_ENV_PATH`` is set and ``SIGNATURE`` is not (see
-``services.settings.is_legacy_trade``); the normal mode takes ``SIGNATURE`` from the
-environment at exec time and exits 78 without it.
-
-Invariants: the file is read afresh at each call and never written; like AI-Trader's
-``_load_runtime_env``, a missing, unreadable or non-object file reads as empty; a
-``SIGNATURE`` from the file is checked like one from the environment before any ledger
-path is built from it; ``TODAY_DATE`` from the environment wins over the file's.
+Invariants: the file is read afresh at each call and never written; a ``SIGNATURE`` from
+the file is checked like one from the environment before any ledger path is built from
+it; ``TODAY_DATE`` from the environment wins over the file's.
 """
 
 from __future__ import annotations
@@ -27,9 +18,10 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from services.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
-from services.prices import is_date
-from services.settings import RUNTIME_ENV_PATH, LegacyTradeSettings, TradeSettings
+from scripts.incident.legacy_trade.settings import RUNTIME_ENV_PATH, LegacyTradeSettings
+from services.common.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
+from services.common.prices import is_date
+from services.trade.settings import TradeSettings
 from services.trade.tools import Trader, build_server
 
 # The incident's words, as AI-Trader's tool_trade.py raises them.

@@ -16,6 +16,8 @@ Invariants:
   of processes trade on one signature.
 - A torn line (a crash mid-write: invalid JSON, or no trailing newline) is skipped on
   read, never fatal; the next append starts on a fresh line so it cannot be glued to it.
+- A ledger is only ever removed whole (``Ledger.remove``, the agent's ``reset``), under
+  its exclusive lock, so a trade in progress finishes first; nothing else deletes rows.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ def check_signature(value: str) -> str:
     return value
 
 
+def agent_data(data_dir: Path) -> Path:
+    """The directory holding every signature's ledger under ``data_dir``."""
+    return data_dir / "agent_data"
+
+
 def position_file(data_dir: Path, signature: str) -> Path:
     """The ledger path of ``signature`` under the absolute ``data_dir``.
 
@@ -94,7 +101,7 @@ def position_file(data_dir: Path, signature: str) -> Path:
     check_signature(signature)
     if not data_dir.is_absolute():
         raise ValueError(f"data directory {str(data_dir)!r} is not an absolute path")
-    return data_dir / "agent_data" / signature / "position" / "position.jsonl"
+    return agent_data(data_dir) / signature / "position" / "position.jsonl"
 
 
 @dataclass(frozen=True)
@@ -328,6 +335,55 @@ class Ledger:
             raise LedgerIOError(self.path, exc) from exc
         finally:
             os.close(fd)
+
+    def remove(self) -> list[Row]:
+        """Delete the ledger, and its directories if that leaves them empty.
+
+        Taken under the exclusive lock, so a trade already in its critical section ends
+        first. Directories that hold anything else (AI-Trader keeps logs beside
+        ``position/``) stay.
+
+        Returns:
+            The rows it held.
+
+        Raises:
+            NotRegisteredError: no ledger file.
+            LedgerIOError: it cannot be locked or removed.
+        """
+        fd = self._open(os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            rows = parse_rows(_read_all(fd))
+            self.path.unlink()
+        except OSError as exc:
+            raise LedgerIOError(self.path, exc) from exc
+        finally:
+            os.close(fd)
+        for directory in (self.path.parent, self.path.parent.parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # not empty: something besides this ledger lives there
+        return rows
+
+
+def find_ledgers(data_dir: Path) -> list[Ledger]:
+    """Every signature's ledger under the absolute ``data_dir``, by signature.
+
+    Only ``agent_data/<SIGNATURE>/position/position.jsonl`` with a valid signature counts;
+    anything else in the directory is none of the ledger's business.
+    """
+    root = agent_data(data_dir)
+    found = []
+    for candidate in sorted(root.glob("*/position/position.jsonl")):
+        signature = candidate.parent.parent.name
+        try:
+            ledger = Ledger(data_dir, signature)
+        except InvalidSignatureError:
+            continue
+        if ledger.path == candidate and candidate.is_file():
+            found.append(ledger)
+    return found
 
 
 def cash_of(positions: Mapping[str, int | float]) -> float:

@@ -2,7 +2,8 @@
 
 As on Render after a restart: the persistent disk (``DATA_DIR``) still holds the model's
 ledger with yesterday's holding; the disk that held ``.runtime_env.json`` was wiped. The
-trade (legacy mode), price and math servers start all at once, before any agent; the
+trade (the legacy one, ``scripts.incident.legacy_trade``), price and math servers start
+all at once, before any agent; the
 agent's ``init`` runs after them with no hand-off (its keys end on its own stdout), so
 the file the trade server reads never appears; the agent's first day then sells the
 holding, and the ``sell`` fails with "SIGNATURE environment variable is not set".
@@ -26,10 +27,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from services.agent.rule import POSITION_BUDGET, SELL_MOVE
-from services.agent.run import DateChangeError, DateSetter, Tally, run
-from services.agent.settings import RunSettings, derive_signature
-from services.incident.children import (
+from scripts.incident.children import (
     STACK_FILE,
     Children,
     IncidentError,
@@ -38,12 +36,21 @@ from services.incident.children import (
     indent,
     wait_healthy,
 )
-from services.ledger import Action, Ledger, Proposal, Row
-from services.prices import DEFAULT_PRICE_FILE, PriceBook, load_price_book
-from services.trade.legacy import NO_SIGNATURE
+from scripts.incident.legacy_trade.server import NO_SIGNATURE
+from services.agent.rule import POSITION_BUDGET, SELL_MOVE
+from services.agent.run import DateChangeError, DateSetter, Tally, run
+from services.agent.settings import RunSettings, derive_signature
+from services.common.ledger import Action, Ledger, Proposal, Row
+from services.common.prices import DEFAULT_PRICE_FILE, PriceBook, load_price_book
 
 # The model part 1 plays; its keys (BASE_MODEL, INITIAL_CASH, ...) come from STACK_FILE.
 MODEL = "alpha"
+# What runs each server the old way: trade is the incident's, the others the reference ones.
+SERVER_MODULES = {
+    "trade": "scripts.incident.legacy_trade",
+    "price": "services.price",
+    "math": "services.math",
+}
 # AI-Trader's runtime-env file, in a directory the restart wiped.
 RUNTIME_ENV_NAME = ".runtime_env.json"
 # The agent's init checks a ledger: milliseconds.
@@ -165,14 +172,14 @@ def reproduce_old_way(workdir: Path, out: TextIO) -> OldWay:
         ports = {name: free_port() for name in ("trade", "price", "math")}
         common = {"DATA_DIR": str(disk), "TODAY_DATE": today}
         envs = {
-            "trade": {**common, "RUNTIME_ENV_PATH": str(runtime_env)},  # legacy mode
+            "trade": {**common, "RUNTIME_ENV_PATH": str(runtime_env)},  # read at each call
             "price": common,
             "math": {},
         }
         servers = {
             name: children.start(
                 name,
-                [sys.executable, "-m", f"services.{name}", "--port", str(port)],
+                [sys.executable, "-m", SERVER_MODULES[name], "--port", str(port)],
                 child_env(envs[name]),
                 workdir,
             )

@@ -1,14 +1,15 @@
-"""Startup settings of the reference servers, read and checked with the standard library only.
+"""The pieces every reference server's settings are made of, standard library only.
 
-Every server's ``__main__`` loads its settings through ``load_or_exit`` before it
+Each server's ``settings`` module (``services.trade.settings``, ...) builds its frozen
+settings from these, and its ``__main__`` loads them through ``load_or_exit`` before it
 imports the MCP SDK: a missing or invalid key becomes ONE line on stderr naming the
 server and the key (``trade: SIGNATURE environment variable is not set``) and exit 78
 (``EX_CONFIG``), which the supervisor reads as "failed on configuration, do not retry".
 
-Invariants: nothing here imports beyond the standard library and ``services.ledger`` /
-``services.prices`` (both standard-library only); settings are frozen once loaded, so a
-server never re-reads its environment behind a running tool; paths are absolute, resolved
-against the working directory at startup.
+Invariants: nothing here imports beyond the standard library and ``services.common.ledger``
+/ ``services.common.prices`` (both standard-library only); settings are frozen once
+loaded, so a server never re-reads its environment behind a running tool; paths are
+absolute, resolved against the working directory at startup.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from services.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
-from services.prices import DEFAULT_PRICE_FILE, PriceBook, PriceFileError, is_date, load_price_book
+from services.common.ledger import SIGNATURE_RULE, InvalidSignatureError, check_signature
+from services.common.prices import (
+    DEFAULT_PRICE_FILE,
+    PriceBook,
+    PriceFileError,
+    is_date,
+    load_price_book,
+)
 
 EX_CONFIG = 78
 
 # systemd's socket activation hands listening sockets over from this descriptor on.
 SD_LISTEN_FDS_START = 3
-# The trade server's legacy mode reads its identity from the JSON file this names.
-RUNTIME_ENV_PATH = "RUNTIME_ENV_PATH"
 
 
 class ConfigError(Exception):
@@ -51,45 +56,6 @@ class Listen:
 
     def __str__(self) -> str:
         return f"inherited fd {self.fd}" if self.fd is not None else f"127.0.0.1:{self.port}"
-
-
-@dataclass(frozen=True)
-class TradeSettings:
-    listen: Listen
-    signature: str
-    today: str
-    data_dir: Path
-    prices: PriceBook
-
-
-@dataclass(frozen=True)
-class LegacyTradeSettings:
-    """The trade server's legacy mode: its identity is read from a file at each tool call.
-
-    A reproduction aid for the incident (see ``services.trade.legacy``), never a mode to
-    run in: ``SIGNATURE`` comes from the JSON file ``runtime_env``, and so does
-    ``TODAY_DATE`` when the environment does not give it (``today`` is None then).
-    """
-
-    listen: Listen
-    runtime_env: Path
-    today: str | None
-    data_dir: Path
-    prices: PriceBook
-
-
-@dataclass(frozen=True)
-class PriceSettings:
-    listen: Listen
-    signature: str | None
-    today: str
-    prices: PriceBook
-
-
-@dataclass(frozen=True)
-class MathSettings:
-    listen: Listen
-    signature: str | None
 
 
 def require(server: str, key: str, environ: Mapping[str, str]) -> str:
@@ -187,57 +153,6 @@ def listen_of(server: str, argv: Sequence[str], environ: Mapping[str, str]) -> L
     if environ.get("PORT"):
         return Listen(port=_port(server, "PORT", environ["PORT"]))
     raise ConfigError(server, "PORT", "environment variable is not set (or pass --port N)")
-
-
-def load_trade(argv: Sequence[str], environ: Mapping[str, str]) -> TradeSettings:
-    server = "trade"
-    return TradeSettings(
-        signature=signature_of(server, environ),
-        today=date_of(server, "TODAY_DATE", environ),
-        data_dir=data_dir_of(server, environ),
-        prices=price_book_of(server, environ),
-        listen=listen_of(server, argv, environ),
-    )
-
-
-def is_legacy_trade(environ: Mapping[str, str]) -> bool:
-    """True when the trade server must run in its opt-in legacy mode.
-
-    That is: ``RUNTIME_ENV_PATH`` is set and ``SIGNATURE`` is not. With ``SIGNATURE`` set
-    the file is ignored; without ``RUNTIME_ENV_PATH`` a missing ``SIGNATURE`` exits 78.
-    """
-    return bool(environ.get(RUNTIME_ENV_PATH)) and not environ.get("SIGNATURE")
-
-
-def load_trade_legacy(argv: Sequence[str], environ: Mapping[str, str]) -> LegacyTradeSettings:
-    """Settings of the trade server's legacy mode; everything but the identity is checked now."""
-    server = "trade"
-    runtime_env = Path(require(server, RUNTIME_ENV_PATH, environ)).expanduser().absolute()
-    return LegacyTradeSettings(
-        runtime_env=runtime_env,
-        today=date_of(server, "TODAY_DATE", environ) if environ.get("TODAY_DATE") else None,
-        data_dir=data_dir_of(server, environ),
-        prices=price_book_of(server, environ),
-        listen=listen_of(server, argv, environ),
-    )
-
-
-def load_price(argv: Sequence[str], environ: Mapping[str, str]) -> PriceSettings:
-    server = "price"
-    return PriceSettings(
-        signature=optional_signature_of(server, environ),
-        today=date_of(server, "TODAY_DATE", environ),
-        prices=price_book_of(server, environ),
-        listen=listen_of(server, argv, environ),
-    )
-
-
-def load_math(argv: Sequence[str], environ: Mapping[str, str]) -> MathSettings:
-    server = "math"
-    return MathSettings(
-        signature=optional_signature_of(server, environ),
-        listen=listen_of(server, argv, environ),
-    )
 
 
 T = TypeVar("T")

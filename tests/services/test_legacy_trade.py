@@ -1,5 +1,7 @@
-"""The trade server's opt-in legacy mode (a reproduction aid): identity from a runtime-env
-file at each call, the incident's message when it is not there; the normal mode unchanged."""
+"""The incident's legacy trade server (``python -m scripts.incident.legacy_trade``, a
+reproduction aid): identity from a runtime-env file at each call, the incident's message
+when it is not there; refuses to start on a bad environment; the reference trade server
+has no such mode."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from mcp import Client
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 
-from services.ledger import Ledger
-from services.prices import DEFAULT_PRICE_FILE, load_price_book
-from services.settings import LegacyTradeSettings, Listen
-from services.trade.legacy import NO_SIGNATURE, NO_TODAY_DATE, settings_for_call
-from tests.services.stack import Servers, run_module
+from scripts.incident.legacy_trade.server import NO_SIGNATURE, NO_TODAY_DATE, settings_for_call
+from scripts.incident.legacy_trade.settings import LegacyTradeSettings
+from services.common.ledger import Ledger
+from services.common.prices import DEFAULT_PRICE_FILE, load_price_book
+from services.common.settings import Listen
+from tests.services.stack import Server, Servers, run_module
 
 # Bounds one test's MCP conversation; real calls take milliseconds.
 CALL_SECONDS = 20.0
@@ -25,6 +28,11 @@ EX_CONFIG = 78
 YESTERDAY, TODAY, LATER = "2025-10-01", "2025-10-02", "2025-10-03"
 HEAVY = {"mcp", "mcp_types", "uvicorn", "starlette", "pydantic", "anyio", "httpx2"}
 PRICES = load_price_book(DEFAULT_PRICE_FILE)
+LEGACY = "scripts.incident.legacy_trade"
+
+
+def start_legacy(servers: Servers, env: dict[str, str]) -> Server:
+    return servers.start("legacy_trade", env, module=LEGACY)
 
 
 def call(url: str, tool: str, arguments: dict[str, Any]) -> CallToolResult:
@@ -47,13 +55,13 @@ def register(data_dir: Path, signature: str) -> Ledger:
     return ledger
 
 
-def test_legacy_mode_starts_without_signature_and_each_trade_fails_with_the_incidents_message(
+def test_it_starts_without_signature_and_each_trade_fails_with_the_incidents_message(
     servers: Servers, data_dir: Path, tmp_path: Path
 ) -> None:
     runtime_env = tmp_path / "wiped" / ".runtime_env.json"
     env = {"RUNTIME_ENV_PATH": str(runtime_env), "TODAY_DATE": TODAY, "DATA_DIR": str(data_dir)}
 
-    trade = servers.start("trade", env)
+    trade = start_legacy(servers, env)
 
     assert trade.health["signature"] is None
     assert trade.health["today_date"] == TODAY
@@ -61,17 +69,18 @@ def test_legacy_mode_starts_without_signature_and_each_trade_fails_with_the_inci
         result = call(trade.url, tool, {"symbol": "AAPL", "amount": 1})
         assert text_of(result).endswith(f": {NO_SIGNATURE}")
     assert "LEGACY MODE" in trade.output()
+    assert trade.health["server"] == "legacy_trade"
     assert f"Tool 'sell' failed: 'Error executing tool sell: {NO_SIGNATURE}'" in trade.output()
     assert not runtime_env.exists()
 
 
-def test_legacy_mode_reads_the_runtime_file_at_every_call_so_a_late_write_is_seen(
+def test_it_reads_the_runtime_file_at_every_call_so_a_late_write_is_seen(
     servers: Servers, data_dir: Path, tmp_path: Path
 ) -> None:
     ledger = register(data_dir, "alpha")
     runtime_env = tmp_path / ".runtime_env.json"
     env = {"RUNTIME_ENV_PATH": str(runtime_env), "TODAY_DATE": TODAY, "DATA_DIR": str(data_dir)}
-    trade = servers.start("trade", env)
+    trade = start_legacy(servers, env)
     buy = {"symbol": "AAPL", "amount": 2}
 
     before = call(trade.url, "buy", buy)
@@ -89,15 +98,13 @@ def test_legacy_mode_reads_the_runtime_file_at_every_call_so_a_late_write_is_see
     assert (latest.date, latest.action is not None and latest.action.amount) == (TODAY, 2)
 
 
-def test_legacy_mode_takes_today_from_the_file_when_the_environment_has_none(
+def test_it_takes_today_from_the_file_when_the_environment_has_none(
     servers: Servers, data_dir: Path, tmp_path: Path
 ) -> None:
     ledger = register(data_dir, "alpha")
     runtime_env = tmp_path / ".runtime_env.json"
     runtime_env.write_text(json.dumps({"SIGNATURE": "alpha"}))
-    trade = servers.start(
-        "trade", {"RUNTIME_ENV_PATH": str(runtime_env), "DATA_DIR": str(data_dir)}
-    )
+    trade = start_legacy(servers, {"RUNTIME_ENV_PATH": str(runtime_env), "DATA_DIR": str(data_dir)})
 
     no_day = call(trade.url, "buy", {"symbol": "AAPL", "amount": 1})
     runtime_env.write_text(json.dumps({"SIGNATURE": "alpha", "TODAY_DATE": LATER}))
@@ -155,43 +162,34 @@ def test_the_environments_today_wins_over_the_runtime_files(tmp_path: Path) -> N
     assert (settings.signature, settings.today) == ("alpha", TODAY)
 
 
-def test_with_signature_set_the_runtime_file_is_ignored_and_the_server_runs_normally(
-    servers: Servers, data_dir: Path, tmp_path: Path
-) -> None:
-    register(data_dir, "alpha")
-    runtime_env = tmp_path / ".runtime_env.json"
-    runtime_env.write_text(json.dumps({"SIGNATURE": "beta"}))
-    env = {
-        "SIGNATURE": "alpha",
-        "RUNTIME_ENV_PATH": str(runtime_env),
-        "TODAY_DATE": TODAY,
-        "DATA_DIR": str(data_dir),
-    }
-
-    trade = servers.start("trade", env)
-    result = call(trade.url, "buy", {"symbol": "AAPL", "amount": 1})
-
-    assert trade.health["signature"] == "alpha"
-    assert not result.is_error, result.content
-    assert "LEGACY" not in trade.output()
-
-
 FAIL_FAST = [
-    # An empty RUNTIME_ENV_PATH is no legacy mode: the normal path's strictness.
-    ({"RUNTIME_ENV_PATH": "", "TODAY_DATE": TODAY}, "trade: SIGNATURE environment variable is"),
-    ({"RUNTIME_ENV_PATH": "x.json", "TODAY_DATE": "2025-02-30"}, "trade: TODAY_DATE '2025-02-30'"),
-    ({"RUNTIME_ENV_PATH": "x.json", "DATA_DIR": "/nonexistent/data"}, "trade: DATA_DIR '/nonex"),
-    ({"RUNTIME_ENV_PATH": "x.json", "DATA_DIR": "."}, "trade: PORT environment variable is not"),
-    # With SIGNATURE set the file plays no part, and the normal checks apply.
-    ({"RUNTIME_ENV_PATH": "x.json", "SIGNATURE": "a/b"}, "trade: SIGNATURE 'a/b' is invalid"),
+    ({"TODAY_DATE": TODAY}, "legacy_trade: RUNTIME_ENV_PATH environment variable is not set"),
+    (
+        {"RUNTIME_ENV_PATH": "", "TODAY_DATE": TODAY},
+        "legacy_trade: RUNTIME_ENV_PATH environment variable is not set",
+    ),
+    # Given its identity at exec time, a trade server is the reference one, not this.
+    (
+        {"RUNTIME_ENV_PATH": "x.json", "SIGNATURE": "alpha"},
+        "legacy_trade: SIGNATURE is set, but this reproduction reads it from RUNTIME_ENV_PATH",
+    ),
+    (
+        {"RUNTIME_ENV_PATH": "x.json", "TODAY_DATE": "2025-02-30"},
+        "legacy_trade: TODAY_DATE '2025-02-30'",
+    ),
+    (
+        {"RUNTIME_ENV_PATH": "x.json", "DATA_DIR": "/nonexistent/data"},
+        "legacy_trade: DATA_DIR '/nonex",
+    ),
+    ({"RUNTIME_ENV_PATH": "x.json", "DATA_DIR": "."}, "legacy_trade: PORT environment variable"),
 ]
 
 
 @pytest.mark.parametrize(("env", "message"), FAIL_FAST)
-def test_legacy_mode_still_checks_the_rest_of_the_environment_at_start_and_exits_78(
+def test_it_checks_the_rest_of_the_environment_at_start_and_exits_78_before_the_sdk(
     env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
-    result = run_module("services.trade", env, tmp_path, flags=("-X", "importtime"))
+    result = run_module(LEGACY, env, tmp_path, flags=("-X", "importtime"))
 
     assert result.returncode == EX_CONFIG, result.stderr
     errors = [line for line in result.stderr.splitlines() if "|" not in line]
@@ -199,4 +197,19 @@ def test_legacy_mode_still_checks_the_rest_of_the_environment_at_start_and_exits
     assert errors[0].startswith(message), result.stderr
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert {name for name in imported if name.split(".")[0] in HEAVY} == set()
+    assert "scripts.incident.legacy_trade.settings" in imported
+    assert result.stdout == ""
+
+
+def test_the_reference_trade_server_has_no_legacy_mode_a_runtime_file_never_replaces_signature(
+    tmp_path: Path,
+) -> None:
+    runtime_env = tmp_path / ".runtime_env.json"
+    runtime_env.write_text(json.dumps({"SIGNATURE": "alpha", "TODAY_DATE": TODAY}))
+    env = {"RUNTIME_ENV_PATH": str(runtime_env), "TODAY_DATE": TODAY, "DATA_DIR": str(tmp_path)}
+
+    result = run_module("services.trade", env, tmp_path, args=("--port", "0"))
+
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert result.stderr == "trade: SIGNATURE environment variable is not set\n"
     assert result.stdout == ""

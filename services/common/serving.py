@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.settings import Listen
+from services.common.settings import Listen
 
 HOST = "127.0.0.1"
 MCP_PATH = "/mcp"

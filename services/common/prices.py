@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_PRICE_FILE = Path(__file__).resolve().parent / "data" / "merged.jsonl"
+# Found next to the code, in the checkout: services/ is run from there, never installed.
+DEFAULT_PRICE_FILE = Path(__file__).resolve().parents[1] / "data" / "merged.jsonl"
 
 BAR_KEYS = {
     "open": "1. buy price",

@@ -1,0 +1,1 @@
+"""Scripts run from the checkout (``python scripts/incident.py``); never installed."""
