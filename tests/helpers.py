@@ -146,6 +146,16 @@ class Run:
                     )
                 self._cond.wait(min(left, 0.2))
 
+    def explain(self) -> str:
+        """What went wrong, for an assertion message: failures, notes and stderr."""
+        with self._cond:
+            odd = [
+                json.dumps(r)
+                for r in self.records
+                if r.get("event") in ("failed", "backoff") or r.get("unit") == "supervise"
+            ]
+        return "\n".join([*odd[-20:], "stderr:", *self.stderr[-20:]])
+
     def _reading(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
