@@ -5,4 +5,4 @@ config injected into their environment at exec time, restarts exactly the units 
 change affects, and leaves no process behind.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -4,18 +4,23 @@ not allocated. `run`, `check` and `reload` all go through `load_checked`."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from supervisor.config.load import LoadedStack, load_stack, loading
+from supervisor.config.load import EVERYTHING, LoadedStack, Selection, load_stack, loading
+from supervisor.config.procfile import renumber_ports
 from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
     RenderContext,
+    Rendering,
     Unit,
     check_processes,
     expand,
     render,
+    select,
 )
 from supervisor.secrets import redact
 
@@ -71,7 +76,8 @@ def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckRe
         assumed: dict[str, dict[str, str]] = {m: dict(stack.models[m]) for m in models}
         for _ in range(MAX_MISSING_KEYS):
             try:
-                render(unit, replace(context, model_keys=assumed))
+                rendering = render(unit, replace(context, model_keys=assumed))
+                result.warnings.extend(_runnable(name, unit, rendering))
                 break
             except UnresolvedReference as exc:
                 result.problems.append(Problem(file, f"processes.{unit.process}", str(exc)))
@@ -84,28 +90,70 @@ def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckRe
                         f"key provides and no process declares in `publishes`; it will wait "
                         f"for it (`supervise set {exc.model} {exc.key}=...`)"
                     )
+    if not models:
+        result.warnings.extend(
+            f"{p} is per_model but the stack has no models: it has no units"
+            for p, spec in stack.processes.items()
+            if spec.per_model
+        )
     result.lines = _describe(loaded, models, units)
     return result
+
+
+def _runnable(name: str, unit: Unit, rendering: Rendering) -> list[str]:
+    """What will fail at start that can be seen now: no working directory, a command
+    not found. Warnings, not errors: a build step may still create them."""
+    warnings = []
+    if not os.path.isdir(rendering.cwd):
+        warnings.append(f"{name}: working directory {rendering.cwd!r} does not exist")
+    program = rendering.argv[0] if rendering.argv else ""
+    if program and not unit.spec.shell:
+        if "/" in program:
+            path = os.path.join(rendering.cwd, program)
+            found = os.access(path, os.X_OK) and not os.path.isdir(path)
+        else:
+            found = (
+                shutil.which(program, path=rendering.environ.get("PATH", os.defpath)) is not None
+            )
+        if not found:
+            warnings.append(f"{name}: command {program!r} is not found or not executable")
+    return warnings
 
 
 def load_checked(
     file: Path | None,
     environ: Mapping[str, str],
-    only_models: Iterable[str] = (),
+    selection: Selection = EVERYTHING,
     *,
-    known_models_only: bool = False,
+    reloading: bool = False,
 ) -> tuple[LoadedStack, CheckReport]:
-    """Load a stack and check it in full.
+    """Load a stack, narrow it to `selection`, and check it in full.
 
     Args:
-        only_models: `--model` filters; unknown names are problems, unless
-            `known_models_only` (a reload: the file may have dropped a model since).
+        reloading: unknown `--model` names are dropped, not problems (the file may have
+            removed a model since the run began).
 
     Raises:
         ConfigError: with every problem found, by the loader or the check.
     """
-    loaded = load_stack(file, environ)
-    only = [m for m in only_models if not known_models_only or m in loaded.stack.models]
+    loaded = load_stack(file, environ, selection.env_files)
+    if selection.processes:
+        try:
+            processes = select(loaded.stack.processes, selection.processes)
+        except KeyError as exc:
+            known = ", ".join(loaded.stack.processes) or "none"
+            raise ConfigError(
+                [
+                    Problem(
+                        str(loaded.file), "", f"no process {exc.args[0]!r}; the stack has {known}"
+                    )
+                ]
+            ) from None
+        if loaded.is_procfile:  # honcho numbers the ports of the processes it runs
+            processes = renumber_ports(processes, loaded.stack.processes)
+        loaded = replace(loaded, stack=loaded.stack.model_copy(update={"processes": processes}))
+    models = selection.models
+    only = [m for m in models if not reloading or m in loaded.stack.models]
     with loading(str(loaded.file), "checking the plan"):
         report = check_stack(loaded, only)
     if report.problems:

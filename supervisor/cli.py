@@ -17,12 +17,47 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from supervisor import __version__
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NO_SUPERVISOR = 3
 EXIT_INTERRUPTED = 130
+# Error answers that mean "what you asked is malformed" (exit 2), not "it failed" (exit 1).
+BAD_INPUT = frozenset({"invalid_config", "invalid", "bad_request"})
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer cut off
+
+
+STACK_HELP = (
+    "stack file (default: supervise.toml, pyproject.toml [tool.supervise] or Procfile, "
+    "searched from the current directory up to the repository root)"
+)
+
+
+def _stack_options(parser: argparse.ArgumentParser, *, top: bool, procfile: bool) -> None:
+    """`-c FILE` (and, where a Procfile may be run, honcho's `-f FILE` and `-e FILE`),
+    before or after the verb: the verb's copy only overrides when given."""
+    default: object = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "-c", "--config", type=Path, metavar="FILE", default=default, help=STACK_HELP
+    )
+    if procfile:
+        parser.add_argument(
+            "-f",
+            "--procfile",
+            type=Path,
+            metavar="FILE",
+            default=default,
+            help="the same as -c, as honcho spells it",
+        )
+        parser.add_argument(
+            "-e",
+            "--env",
+            metavar="FILE[,FILE]",
+            default=default,
+            help="env files instead of [supervise] env_files (default .env)",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,18 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Start MCP tool servers and agents in order, with each model's runtime "
         "config injected; restart exactly what a change affects; leave nothing behind.",
     )
+    parser.add_argument("--version", action="version", version=f"supervise {__version__}")
+    _stack_options(parser, top=True, procfile=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, *, procfile: bool = False) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument(
-            "-c",
-            "--config",
-            type=Path,
-            metavar="FILE",
-            help="stack file (default: supervise.toml, pyproject.toml "
-            "[tool.supervise] or Procfile in the current directory)",
-        )
+        _stack_options(command, top=False, procfile=procfile)
         return command
 
     def timeout(command: argparse.ArgumentParser) -> None:
@@ -54,7 +84,13 @@ def _parser() -> argparse.ArgumentParser:
             help="wait at most S seconds (default 60); answers at once when the outcome is known",
         )
 
-    run = add("run", "run the stack in the foreground")
+    run = add("run", "run the stack (or some of its processes) in the foreground", procfile=True)
+    run.add_argument(
+        "processes",
+        nargs="*",
+        metavar="PROCESS",
+        help="run only these processes and what they depend on (honcho's `start web`)",
+    )
     run.add_argument(
         "--model",
         action="append",
@@ -63,10 +99,24 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this model's units (and global ones); repeatable",
     )
     run.add_argument("--log-format", choices=["text", "json"], default=None)
-    add("check", "validate the stack and print the plan")
+    run.add_argument(
+        "--exit-on-end",
+        action="store_true",
+        help="stop everything when any unit ends, and exit with its code (honcho's way)",
+    )
+    add("check", "validate the stack and print the plan", procfile=True)
 
     status = add("status", "units, states, pids, ports, restarts, ready, cpu, rss")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=1.0,
+        default=None,
+        metavar="S",
+        help="refresh every S seconds (default 1) until Ctrl-C",
+    )
     status.add_argument("unit", nargs="?", help="one unit only")
 
     set_ = add("set", "change a model's runtime config; wait until restarted units are ready")
@@ -96,10 +146,13 @@ def _parser() -> argparse.ArgumentParser:
             timeout(command)
     reload = add("reload", "re-read the stack file (same as SIGHUP)")
     timeout(reload)
-    logs = add("logs", "recent and live output")
+    logs = add("logs", "recent and live output, the supervisor's own events included")
     logs.add_argument("unit", nargs="?")
     logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("-n", "--lines", type=int, default=100)
+    logs.add_argument("-n", "--lines", type=int, default=100, metavar="N")
+    logs.add_argument("--since", metavar="WHEN", help="only newer lines: 90s, 10m, 2h or a time")
+    logs.add_argument("--grep", metavar="REGEX", help="only lines that match")
+    logs.add_argument("--no-events", action="store_true", help="only the units' own output")
     return parser
 
 
@@ -111,11 +164,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         return _client_command(args)
+    except UsageError as exc:
+        print(f"supervise: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`supervise logs | head`): stop quietly, as git does.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def _warn_if_supervisord_is_installed() -> None:
+    """supervisord's distribution imports as `supervisor` too: pip merges the two
+    packages into one directory, and uninstalling either deletes files of the other."""
+    from importlib import metadata
+
+    try:
+        found = metadata.distribution("supervisor")
+    except metadata.PackageNotFoundError:
+        return
+    print(
+        f"supervise: warning: supervisord ({found.metadata['Name']} {found.version}) is "
+        "installed in this environment; both import as `supervisor`, so each can break the "
+        "other (uninstalling supervisord deletes supervise's files). Give each its own "
+        "virtualenv: `pip uninstall supervisor && pip install --force-reinstall supervise`.",
+        file=sys.stderr,
+    )
 
 
 def _environ() -> dict[str, str]:
@@ -124,12 +200,32 @@ def _environ() -> dict[str, str]:
     return with_own_virtualenv(os.environ, sys.executable, sys.prefix, sys.base_prefix)
 
 
+def _stack_path(args: argparse.Namespace) -> Path | None:
+    """`-c FILE` or `-f FILE` (honcho's spelling of the same)."""
+    given = [p for p in (getattr(args, "config", None), getattr(args, "procfile", None)) if p]
+    if len(given) > 1 and given[0] != given[1]:
+        raise UsageError(f"-c {given[0]} and -f {given[1]} name two stack files; give one")
+    return given[0] if given else None
+
+
+def _selection(args: argparse.Namespace) -> Any:
+    from supervisor.config.load import Selection
+
+    env = getattr(args, "env", None)
+    return Selection(
+        models=tuple(getattr(args, "model", ())),
+        processes=tuple(getattr(args, "processes", ())),
+        env_files=tuple(e.strip() for e in env.split(",") if e.strip()) if env else None,
+    )
+
+
 def _check(args: argparse.Namespace) -> int:
     from supervisor.check import load_checked
     from supervisor.errors import ConfigError
 
+    _warn_if_supervisord_is_installed()
     try:
-        _, report = load_checked(args.config, _environ())
+        _, report = load_checked(_stack_path(args), _environ(), _selection(args))
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
@@ -159,25 +255,27 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor.runtime.supervisor import FrontEnd, Supervisor
     from supervisor.runtime.watch import watch_stack_files
 
+    _warn_if_supervisord_is_installed()
+    selection = _selection(args)
     try:
-        loaded, report = load_checked(args.config, _environ(), args.model)
+        loaded, report = load_checked(_stack_path(args), _environ(), selection)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
     printer = Printer(args.log_format or loaded.stack.supervise.log_format)
+    supervisor = Supervisor(loaded, printer, selection=selection, exit_on_end=args.exit_on_end)
     for warning in report.warnings:
-        printer.note(f"warning: {warning}")
-    supervisor = Supervisor(loaded, printer, only_models=args.model)
+        supervisor.note(f"warning: {warning}")
     live = LiveConfig(supervisor)
     limit = loaded.stack.supervise.max_connections
     front_ends: list[FrontEnd] = [
         partial(handle_signals, live),
-        partial(serve_control, live, supervisor.registry_link, limit, printer.note),
+        partial(serve_control, live, supervisor.registry_link, limit, supervisor.note),
         live.serve,
     ]
     address = settings_value(loaded, "http")
     if address:
-        front_ends.append(partial(serve_health, live, address, limit, printer.note))
+        front_ends.append(partial(serve_health, live, address, limit, supervisor.note))
     front_ends.append(partial(watch_stack_files, live))
     code = EXIT_FAILED
     try:
@@ -220,8 +318,9 @@ def _client_command(args: argparse.Namespace) -> int:
     from supervisor import client
 
     try:
-        if args.config is not None:
-            socket_path, how = client.socket_from_stack_file(args.config)
+        stack = _stack_path(args)
+        if stack is not None:
+            socket_path, how = client.socket_from_stack_file(stack)
             api = client.Client(socket_path, how=how)
         else:
             api = client.Client()
@@ -234,7 +333,7 @@ def _client_command(args: argparse.Namespace) -> int:
         return EXIT_NO_SUPERVISOR
     except client.ClientError as exc:
         print(f"supervise: {exc}", file=sys.stderr)
-        return EXIT_CONFIG if exc.code == "invalid_config" else EXIT_FAILED
+        return EXIT_CONFIG if exc.code in BAD_INPUT else EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
@@ -244,6 +343,8 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
 
     command = args.command
     if command == "status":
+        if args.watch is not None:
+            return _watch_status(api, args)
         answer = api.status(args.unit)
         print(json.dumps(answer, indent=2) if args.json else fmt.format_status(answer))
         return EXIT_OK
@@ -278,10 +379,61 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
         print(fmt.format_change(answer))
         return EXIT_FAILED if answer.get("failed") or answer.get("rolled_back") else EXIT_OK
     if command == "logs":
-        for record in api.logs(args.unit, lines=args.lines, follow=args.follow):
+        since = _since(args.since) if args.since else None
+        records = api.logs(
+            args.unit,
+            lines=args.lines,
+            follow=args.follow,
+            events=not args.no_events,
+            since=since,
+            grep=args.grep,
+        )
+        for record in records:
             print(fmt.format_log(record), flush=args.follow)
         return EXIT_OK
     raise AssertionError(command)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> float:
+    """A wall-clock time from `90s`, `10m`, `2h`, `1d`, `HH:MM[:SS]` (today) or epoch."""
+    import re
+    import time
+
+    ago = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhd])", text)
+    if ago:
+        return time.time() - float(ago.group(1)) * _UNITS[ago.group(2)]
+    clock = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?", text)
+    if clock:
+        hour, minute, second = (int(g or 0) for g in clock.groups())
+        now = time.localtime()
+        return time.mktime((*now[:3], hour, minute, second, 0, 0, -1))
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: expected 90s, 10m, 2h, 1d, HH:MM or a time, got {text!r}"
+        ) from None
+
+
+def _watch_status(api: Any, args: argparse.Namespace) -> int:
+    """`status --watch`: the table again every S seconds, in place on a terminal."""
+    import time
+
+    from supervisor.output import format as fmt
+
+    tty = sys.stdout.isatty()
+    while True:
+        answer = api.status(args.unit)
+        text = json.dumps(answer) if args.json else fmt.format_status(answer)
+        if tty:
+            sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S") + "\n" + text + "\n")
+        else:
+            sys.stdout.write(text + "\n\n")
+        sys.stdout.flush()
+        time.sleep(max(args.watch, 0.1))
 
 
 if __name__ == "__main__":

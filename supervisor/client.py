@@ -105,10 +105,12 @@ def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, st
     from_env = os.environ.get(SOCKET_VARIABLE)
     if from_env:
         return from_env, SOCKET_VARIABLE
-    for name in ("supervise.toml", "pyproject.toml", "Procfile"):
-        if Path(name).is_file():
-            return socket_from_stack_file(Path(name))
-    return str(Path(DEFAULT_SOCKET).absolute()), "the default socket in this directory"
+    from supervisor.config.locate import find_stack_file
+
+    found = find_stack_file(Path.cwd())
+    if found is not None:
+        return socket_from_stack_file(found)
+    return str(Path(DEFAULT_SOCKET).absolute()), "no stack file here or above; the default"
 
 
 class _Response:
@@ -312,11 +314,24 @@ class Client:
         return self._call("POST", "/v1/reload", body, timeout)
 
     def logs(
-        self, unit: str | None = None, *, lines: int = 100, follow: bool = False
+        self,
+        unit: str | None = None,
+        *,
+        lines: int = 100,
+        follow: bool = False,
+        events: bool = True,
+        since: float | None = None,
+        grep: str | None = None,
     ) -> Generator[dict[str, Any], None, None]:
-        query: dict[str, Any] = {"lines": lines, "follow": int(follow)}
+        """Recent (and with `follow`, live) lines; `events` adds the supervisor's own,
+        `since` is a wall-clock time, `grep` a regular expression."""
+        query: dict[str, Any] = {"lines": lines, "follow": int(follow), "events": int(events)}
         if unit is not None:
             query["unit"] = unit
+        if since is not None:
+            query["since"] = since
+        if grep is not None:
+            query["grep"] = grep
         return self._stream(f"/v1/logs?{urlencode(query)}")
 
     def events(self) -> Generator[dict[str, Any], None, None]:

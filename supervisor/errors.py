@@ -13,9 +13,11 @@ class Problem:
     file: str
     where: str
     message: str
+    line: int | None = None  # in the file, where it is known
 
     def __str__(self) -> str:
-        location = f"{self.file}: {self.where}" if self.where else self.file
+        place = f"{self.file}:{self.line}" if self.line else self.file
+        location = f"{place}: {self.where}" if self.where else place
         return f"{location}: {self.message}"
 
 

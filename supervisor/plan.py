@@ -150,6 +150,24 @@ def expand(processes: Mapping[str, Process], models: Iterable[str]) -> dict[str,
     return units
 
 
+def select(processes: Mapping[str, Process], names: Iterable[str]) -> dict[str, Process]:
+    """`names` and everything they depend on, in file order.
+
+    Raises:
+        KeyError: a name that is not a process of the stack.
+    """
+    wanted: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in processes:
+            raise KeyError(name)
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(d for d in processes[name].depends_on if d in processes)
+    return {n: p for n, p in processes.items() if n in wanted}
+
+
 def topological(processes: Mapping[str, Process]) -> list[str]:
     """Process names, dependencies first, ties in file order."""
     done: list[str] = []

@@ -78,7 +78,7 @@ def test_names_with_a_trailing_newline_are_refused_by_the_cli(
         (("set", "alpha", "SIGNATURE=sig\n"), "SIGNATURE 'sig\\n' is invalid"),
     ]:
         result = cli(*args, "-c", str(run.stack))
-        assert result.returncode == 1, result
+        assert result.returncode == 2, result  # bad input, not a failure
         assert message in result.stderr
     assert ask(client.status("alpha/echo")["port"])[2] == "alpha-v1"
 

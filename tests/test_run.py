@@ -381,7 +381,7 @@ def test_procfile_nonzero_exit_stops_everything(tmp_path: Path) -> None:
     (tmp_path / "Procfile").write_text("web: exec sleep 60\nbroken: exit 4\n")
     run = Run(tmp_path / "Procfile")
     run.event("broken", "failed")
-    assert run.wait() == 1
+    assert run.wait() == 4  # the failed process's own code, as honcho exits
     assert run.event("web", "stopped")
 
 

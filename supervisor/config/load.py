@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,16 +18,27 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from supervisor.config import locate
+from supervisor.config.explain import problems_from
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
+from supervisor.config.locate import PROCFILE, PYPROJECT, STACK_FILE
 from supervisor.config.model import Stack, port_number
 from supervisor.config.procfile import BASE_PORT, parse_procfile
 from supervisor.errors import ConfigError, Problem
 
-STACK_FILE = "supervise.toml"
-PYPROJECT = "pyproject.toml"
-PROCFILE = "Procfile"
 DEFAULT_ENV_FILE = ".env"
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\[\]-]+")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What of a stack file is run: `--model M`, `run PROCESS...` and `-e FILE,...`."""
+
+    models: tuple[str, ...] = ()
+    processes: tuple[str, ...] = ()
+    env_files: tuple[str, ...] | None = None  # instead of `[supervise] env_files`
+
+
+EVERYTHING = Selection()
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,10 @@ class LoadedStack:
     env_files: Mapping[str, str]
     environ: Mapping[str, str]
     watched: tuple[Path, ...] = field(default=())
+
+    @property
+    def is_procfile(self) -> bool:
+        return self.file.suffix != ".toml"
 
     @property
     def base_dir(self) -> Path:
@@ -56,44 +70,37 @@ class LoadedStack:
 
 
 def find_stack_file(directory: Path) -> Path:
-    """The stack file of `directory`: supervise.toml, a pyproject.toml with
-    [tool.supervise], or a Procfile, in that order.
+    """The stack file for `directory`: its own, or the nearest parent's (see `locate`).
 
     Raises:
-        ConfigError: none of them is there.
+        ConfigError: there is none.
     """
-    candidate = directory / STACK_FILE
-    if candidate.is_file():
-        return candidate
-    pyproject = directory / PYPROJECT
-    if pyproject.is_file():
-        try:
-            tool = tomllib.loads(pyproject.read_text()).get("tool", {})
-            if isinstance(tool, dict) and "supervise" in tool:
-                return pyproject
-        except Exception:
-            return pyproject  # let load_stack report what is wrong with it
-    procfile = directory / PROCFILE
-    if procfile.is_file():
-        return procfile
+    found = locate.find_stack_file(directory)
+    if found is not None:
+        return found
     raise ConfigError(
         [
             Problem(
                 str(directory),
                 "",
-                f"no {STACK_FILE}, [tool.supervise] in {PYPROJECT}, "
-                f"or {PROCFILE} here; pass -c FILE",
+                f"no {STACK_FILE}, [tool.supervise] in {PYPROJECT}, or {PROCFILE} here or "
+                "in a parent directory (up to the repository root); pass -c FILE",
             )
         ]
     )
 
 
-def load_stack(file: Path | None, environ: Mapping[str, str]) -> LoadedStack:
+def load_stack(
+    file: Path | None,
+    environ: Mapping[str, str],
+    env_files: tuple[str, ...] | None = None,
+) -> LoadedStack:
     """Read and validate a stack.
 
     Args:
         file: the stack file; None looks in the current directory.
         environ: the supervisor's own environment (never modified).
+        env_files: env files to read instead of the stack's `[supervise] env_files`.
 
     Returns:
         The validated stack.
@@ -119,23 +126,27 @@ def load_stack(file: Path | None, environ: Mapping[str, str]) -> LoadedStack:
             raw = _stack_table(path, _parse_toml(text, name))
     else:
         with loading(name, "reading the Procfile"):
-            base_port = _procfile_base_port(environ, name)
+            # honcho's rule: PORT from the env files, then the environment, else 5000.
+            early, _, _ = _read_env_files(list(env_files or [DEFAULT_ENV_FILE]), False, path)
+            base_port = _procfile_base_port({**environ, **early}, name)
             raw, problems = parse_procfile(text, name, base_port)
 
     with loading(name, "validating"):
         try:
             stack = Stack.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(_problems_from(exc, name))
+            problems.extend(problems_from(exc, name, Stack, text if path.suffix == ".toml" else ""))
             raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
 
+    explicit = env_files is not None or stack.supervise.env_files is not None
+    names = list(env_files or stack.supervise.env_files or ([] if explicit else [".env"]))
     with loading(name, "reading env files"):
-        env_files, watched, env_problems = _read_env_files(stack, path)
+        values, watched, env_problems = _read_env_files(names, explicit, path)
     if env_problems:
         raise ConfigError(env_problems)
-    loaded = LoadedStack(path, stack, env_files, dict(environ), (path, *watched))
+    loaded = LoadedStack(path, stack, values, dict(environ), (path, *watched))
     with loading(name, "checking templates"):
         _check_templates(loaded)
     return loaded
@@ -216,15 +227,17 @@ def _procfile_base_port(environ: Mapping[str, str], name: str) -> int:
     return port
 
 
-def _read_env_files(stack: Stack, path: Path) -> tuple[dict[str, str], list[Path], list[Problem]]:
+def _read_env_files(
+    names: list[str], explicit: bool, path: Path
+) -> tuple[dict[str, str], list[Path], list[Problem]]:
+    """The env files' variables merged (later files win), the files to watch, problems.
+    A missing file is a problem only when it was named explicitly."""
     from dotenv import dotenv_values  # python-dotenv, brought by pydantic-settings
 
-    explicit = stack.supervise.env_files is not None
-    names = stack.supervise.env_files if explicit else [DEFAULT_ENV_FILE]
     merged: dict[str, str] = {}
     watched: list[Path] = []
     problems: list[Problem] = []
-    for index, entry in enumerate(names or []):
+    for index, entry in enumerate(names):
         env_path = Path(entry).expanduser()
         env_path = env_path if env_path.is_absolute() else path.parent / env_path
         watched.append(env_path)
@@ -266,35 +279,6 @@ def _unparsable_lines(text: str) -> list[tuple[int, str]]:
             number = binding.original.line
             bad.append((number, lines[number - 1].strip() if number <= len(lines) else ""))
     return bad
-
-
-def _problems_from(exc: ValidationError, file: str) -> list[Problem]:
-    problems = []
-    for error in exc.errors():
-        location = [str(part) for part in error["loc"]]
-        value = error.get("input")
-        message = error["msg"].removeprefix("Value error, ")
-        if location[-1:] == ["[key]"]:  # a dict key, not its value, broke the rule
-            location = location[:-1]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        elif not isinstance(value, dict) and "(got" not in message and repr(value) not in message:
-            message = f"{message} (got {_shown(value)})"
-        problems.append(Problem(file, key_path(location), message))
-    return problems
-
-
-def _shown(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def key_path(parts: list[str]) -> str:
-    """A dotted key path; a part that is not a plain name is quoted (a newline in a key
-    must not break the message)."""
-    return ".".join(p if _PLAIN_KEY.fullmatch(p) else repr(p) for p in parts)
 
 
 def _check_templates(loaded: LoadedStack) -> None:

@@ -50,6 +50,7 @@ DEFAULT_FAILURE_WINDOW = 60.0
 DEFAULT_BACKOFF_INITIAL = 0.5  # first restart delay, doubled per recent failure
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_COALESCE = 0.05  # runtime-config changes inside this window make one restart
+DEFAULT_LOG_LINES = 2000  # per unit; a line is at most 16 KiB, most are far shorter
 DEFAULT_MAX_CONNECTIONS = 128  # per listening port; a unit may hold a few, agents one each
 
 
@@ -258,6 +259,11 @@ class Process(_Strict):
     def _oneshot_rules(self) -> Process:
         if self.oneshot and self.ready is not None:
             raise ValueError("a oneshot completes; it takes no ready probe")
+        if self.oneshot and self.restart == "always":
+            raise ValueError(
+                "a oneshot completes: restart = 'always' contradicts it; use 'on-failure' "
+                "(the default: run again only if it fails) or 'never'"
+            )
         if self.socket and self.port is None:
             raise ValueError('socket = true needs a port (a number or "auto")')
         if self.socket and self.oneshot:
@@ -284,6 +290,8 @@ class Settings(_Strict):
     # Connections open at once on the control socket (and, separately, the http port);
     # more are answered 503, so no client can use up the supervisor's descriptors.
     max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1, le=65536)
+    # Recent output lines kept per unit (and of the supervisor's own) for `logs`.
+    log_lines: int = Field(DEFAULT_LOG_LINES, ge=0, le=1_000_000)
 
     @field_validator("http")
     @classmethod

@@ -4,13 +4,27 @@ blank is an error naming the line (honcho drops it silently)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from supervisor.config.model import Process
 from supervisor.errors import Problem
 
 _LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.+)")
 BASE_PORT = 5000  # honcho's and foreman's first PORT when none is set
 PORT_STEP = 100
+
+
+def renumber_ports(
+    selected: Mapping[str, Process], everything: Mapping[str, Process]
+) -> dict[str, Process]:
+    """The selected processes with PORT = base + 100 × their index among themselves."""
+    first = next(iter(everything.values()), None)
+    base = first.port if first is not None and isinstance(first.port, int) else BASE_PORT
+    return {
+        name: process.model_copy(update={"port": base + PORT_STEP * index})
+        for index, (name, process) in enumerate(selected.items())
+    }
 
 
 def parse_procfile(text: str, file: str, base_port: int) -> tuple[dict[str, Any], list[Problem]]:

@@ -28,6 +28,7 @@ class LogRecord:
     unit: str
     stream: str
     line: str
+    about: str | None = None  # for the supervisor's own events: the unit they concern
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class ControlPlane(Protocol):
 
     def membership(self) -> Membership: ...
 
-    def recent_logs(self, unit: str | None) -> list[LogRecord]: ...
+    def recent_logs(self, unit: str | None, *, events: bool = True) -> list[LogRecord]: ...
 
     def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent]: ...
 

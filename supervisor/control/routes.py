@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from supervisor.config.model import check_regex
 from supervisor.control.authority import Caller, identify
 from supervisor.control.http import ApiError, Request, Response
 from supervisor.control.plane import (
@@ -29,6 +30,7 @@ from supervisor.control.plane import (
 )
 from supervisor.control.status import status_document, unit_document
 from supervisor.errors import ControlError
+from supervisor.osproc.usage import TreeUsage, process_table
 from supervisor.output.format import event_record, model_event_record
 from supervisor.state import Event
 
@@ -84,7 +86,9 @@ class ControlApi:
         return Response(body=status_document(self.plane, full=caller.operator))
 
     async def unit(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
-        return Response(body=unit_document(self.plane.unit_view(p["name"]), self.plane.redactor))
+        view = self.plane.unit_view(p["name"])
+        usage = TreeUsage(process_table()) if view.leader is not None else None
+        return Response(body=unit_document(view, self.plane.redactor, usage))
 
     async def action(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
         body = _fields(request, {"timeout"})
@@ -134,9 +138,20 @@ class ControlApi:
     async def logs(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
         unit = request.query.get("unit", [None])[-1]
         lines = int(request.number("lines", 100))
-        recent = self.plane.recent_logs(unit)
+        since = request.number("since", 0.0)
+        grep = _pattern(request.query.get("grep", [None])[-1])
+        events = request.query.get("events", ["1"])[-1] not in ("0", "false", "no")
+
+        def wanted(record: LogRecord) -> bool:
+            if not events and record.stream == "event":
+                return False
+            if unit is not None and unit not in (record.unit, record.about):
+                return False
+            return record.ts >= since and (grep is None or bool(grep.search(record.line)))
+
+        recent = [r for r in self.plane.recent_logs(unit, events=events) if wanted(r)]
         recent = recent[-lines:] if lines > 0 else []
-        return Response(stream=self._log_stream(recent, unit, request.flag("follow")))
+        return Response(stream=self._log_stream(recent, wanted, request.flag("follow")))
 
     async def events(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
         return Response(stream=self._events())
@@ -164,7 +179,7 @@ class ControlApi:
         }
 
     async def _log_stream(
-        self, recent: list[LogRecord], unit: str | None, follow: bool
+        self, recent: list[LogRecord], wanted: Callable[[LogRecord], bool], follow: bool
     ) -> AsyncIterator[dict[str, Any]]:
         mask = self.plane.redactor.mask
         for record in recent:
@@ -173,7 +188,7 @@ class ControlApi:
             return
         with self.plane.subscribe_logs() as receive:
             async for record in receive:
-                if unit is None or record.unit == unit:
+                if wanted(record):
                     yield _log_json(record, mask)
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
@@ -244,6 +259,16 @@ def _log_json(record: LogRecord, mask: Callable[[str], str]) -> dict[str, Any]:
         "stream": record.stream,
         "line": mask(record.line),
     }
+
+
+def _pattern(text: str | None) -> re.Pattern[str] | None:
+    if text is None:
+        return None
+    try:
+        check_regex(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"grep: {exc}") from exc
+    return re.compile(text)
 
 
 def _fields(request: Request, allowed: set[str]) -> dict[str, Any]:

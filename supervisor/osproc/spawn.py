@@ -34,7 +34,11 @@ class SpawnError(OSError):
         self.argv, self.cwd = tuple(argv), cwd
         detail = exc.strerror or str(exc)
         target = exc.filename if exc.filename else (argv[0] if argv else "")
-        super().__init__(exc.errno or errno.EIO, f"cannot execute {target!r}: {detail}")
+        if not os.path.isdir(cwd):
+            message = f"working directory {cwd!r} does not exist"
+        else:
+            message = f"cannot execute {target!r}: {detail}"
+        super().__init__(exc.errno or errno.EIO, message)
 
 
 def become_subreaper() -> None:

@@ -102,7 +102,7 @@ async def restart_and_wait(
     """Restart `targets.restart` (dependents stopped first), wait for them and for
     `targets.watch`; {unit: reason} for those that did not make it."""
     if targets.restart:
-        sv.printer.note(f"restarting {', '.join(r.name for r in targets.restart)} ({why})")
+        sv.note(f"restarting {', '.join(r.name for r in targets.restart)} ({why})")
     await sv.stop_units(targets.restart, StopReason.CHANGE, f"restarting: {why}")
     waiters = sv.start_units(targets.restart) + sv.watch_units(targets.watch)
     return await wait_all(sv, waiters, timeout)
@@ -204,7 +204,7 @@ class Changes:
         sv = self.sv
         unit, reason = next(iter(result.failed.items()))
         sv.keys.restore(model, snapshot)
-        sv.printer.note(f"rolling back model {model}: {what_happened(unit, reason)}")
+        sv.note(f"rolling back model {model}: {what_happened(unit, reason)}")
         for record in sv.of_model(model):
             record.poke()
         again = await restart_and_wait(

@@ -123,11 +123,13 @@ class LiveConfig:
         helpers = frozenset({os.getpid(), *sv.launcher.helper_pids()})
         return Membership(leaders, helpers, f"SUPERVISE_ENV={sv.runtime_dir}/".encode())
 
-    def recent_logs(self, unit: str | None) -> list[LogRecord]:
-        if unit is not None:
-            return list(self._record(unit).logs)
-        records = [line for r in self.sv.records.values() for line in r.logs]
-        return sorted(records, key=lambda line: line.ts)
+    def recent_logs(self, unit: str | None, *, events: bool = True) -> list[LogRecord]:
+        """Recent output (of one unit, or all), with the supervisor's own lines about it."""
+        records = self.sv.records.values() if unit is None else [self._record(unit)]
+        lines = [line for r in records for line in r.logs]
+        if events:
+            lines += [j for j in self.sv.journal if unit is None or j.about == unit]
+        return sorted(lines, key=lambda line: line.ts)
 
     def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent]:
         return self.sv.events.subscribe()
@@ -209,7 +211,7 @@ class LiveConfig:
                 records = sv.add_units([u for u in units.values() if u.model == model], start=False)
                 sv.reorder(expand(sv.loaded.stack.processes, sv.models))
             waiters = sv.start_units(records)
-        sv.printer.note(f"launched model {model}: {', '.join(r.name for r in records)}")
+        sv.note(f"launched model {model}: {', '.join(r.name for r in records)}")
         failed = await wait_all(sv, waiters, timeout)
         return LaunchResult(model, tuple(self._view(r) for r in records), failed)
 
@@ -222,7 +224,7 @@ class LiveConfig:
             del sv.domains[model]
             sv.keys.forget(model)
             self.dropped.add(model)
-        sv.printer.note(f"dropped model {model}")
+        sv.note(f"dropped model {model}")
         return DropResult(model, tuple(r.name for r in members))
 
     # ----------------------------------------------------------------- units

@@ -22,7 +22,7 @@ from supervisor.osproc.spawn import Child
 from supervisor.plan import Rendering, Unit
 from supervisor.state import Blocker, State, Status
 
-LOG_LINES = 500  # recent output kept per unit for `logs`
+LOG_LINES = 2000  # recent output kept per unit for `logs` (the stack's `log_lines`)
 NOT_STARTED = Blocker("not started yet")
 
 

@@ -60,11 +60,11 @@ class Reloader:
         sv = self.sv
         try:
             loaded, _ = load_checked(
-                sv.loaded.file, sv.loaded.environ, sv.only_models, known_models_only=True
+                sv.loaded.file, sv.loaded.environ, sv.selection, reloading=True
             )
         except ConfigError as exc:
             self.config_error = str(exc)
-            sv.printer.note(f"reload refused, nothing changed:\n{exc}")
+            sv.note(f"reload refused, nothing changed:\n{exc}")
             raise ControlError("invalid_config", str(exc)) from exc
         async with self.structure, contextlib.AsyncExitStack() as locks:
             for model in sorted(sv.models):
@@ -82,7 +82,7 @@ class Reloader:
             if failed:
                 unit, reason = next(iter(failed.items()))
                 happened = what_happened(unit, reason)
-                sv.printer.note(f"reload rolled back: {happened}")
+                sv.note(f"reload rolled back: {happened}")
                 back = await self._adopt(previous)
                 marked |= self._mark(back.domains)
                 await self._settle(back, timeout)
@@ -99,7 +99,7 @@ class Reloader:
                 self.config_error = ""
             self._unmark(marked)
         changes = [f"{k}: {', '.join(v)}" for k, v in _lists(result).items() if v]
-        sv.printer.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
+        sv.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
         if not changes and not result.message:
             result = ReloadResult(message="reloaded: nothing changed")
         return result

@@ -28,10 +28,10 @@ async def handle_signals(
             if signum == signal.SIGHUP:
                 sv.start_soon(_reload, live)  # a slow reload must not hold up a SIGTERM
             elif sv.ending and signum == signal.SIGINT:
-                sv.printer.note("second interrupt: killing every unit now")
+                sv.note("second interrupt: killing every unit now")
                 sv.force()
             else:
-                sv.printer.note(f"{NAMES[signum]}: stopping the stack")
+                sv.note(f"{NAMES[signum]}: stopping the stack")
                 sv.end(EXIT_OK)
 
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -32,13 +33,14 @@ import anyio.abc
 
 from supervisor.client import registry_entry
 from supervisor.config.handoff import read_published
-from supervisor.config.load import LoadedStack, settings_value
+from supervisor.config.load import EVERYTHING, LoadedStack, Selection, settings_value
 from supervisor.control.plane import LogRecord
 from supervisor.errors import ConfigError, MissingModelKey, Problem
 from supervisor.osproc.guard import Guard
 from supervisor.osproc.launch import Launcher
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
+from supervisor.output.format import SUPERVISOR_NAME
 from supervisor.output.printer import Printer
 from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, render
 from supervisor.policy import failure_action
@@ -73,11 +75,18 @@ class Supervisor:
     """Runs one stack until it ends, is stopped, or a required global unit fails."""
 
     def __init__(
-        self, loaded: LoadedStack, printer: Printer, *, only_models: Iterable[str] = ()
+        self,
+        loaded: LoadedStack,
+        printer: Printer,
+        *,
+        selection: Selection = EVERYTHING,
+        exit_on_end: bool = False,
     ) -> None:
         self.loaded = loaded
         self.printer = printer
-        self.only_models = list(only_models)
+        self.selection = selection
+        self.only_models = list(selection.models)
+        self.exit_on_end = exit_on_end  # any unit that ends ends the stack (honcho's way)
         self.keys = ModelKeys(self.file_models(loaded), base_pairs(loaded), printer.redactor)
         # Failure domains: each model, and the global units (None).
         self.domains: dict[str | None, ModelStatus] = {None: ModelStatus()}
@@ -92,6 +101,8 @@ class Supervisor:
         self.events = Broadcaster[Event | ModelEvent](EVENT_BACKLOG)
         self.lines = Broadcaster[LogRecord](LOG_BACKLOG)
         self.published = Broadcaster[str](EVENT_BACKLOG)  # models whose units published keys
+        log_lines = loaded.stack.supervise.log_lines
+        self.journal: deque[LogRecord] = deque(maxlen=log_lines)  # the supervisor's own lines
         self.reaper = Reaper()
         self.runtime_dir = Path()
         self.guard = Guard(self.runtime_dir)
@@ -178,7 +189,7 @@ class Supervisor:
             await self.stop_units(list(self.records.values()), StopReason.SHUTDOWN)
             await self.launcher.stop_zygotes()
         if scope.cancelled_caught:
-            self.printer.note(f"shutdown took longer than {budget:g} s: killing what is left")
+            self.note(f"shutdown took longer than {budget:g} s: killing what is left")
             self.force()
             with anyio.move_on_after(FORCED_STOP_TIMEOUT):
                 await self.stop_units(list(self.records.values()), StopReason.SHUTDOWN)
@@ -189,7 +200,7 @@ class Supervisor:
         if self.ending or self.phase is not Phase.RUNNING or not self.records:
             return
         if all(gate.finished(r.status) for r in self.records.values()):
-            self.printer.note("every unit has finished")
+            self.note("every unit has finished")
             self.end(EXIT_OK)
 
     def add_units(self, units: Iterable[Unit], *, start: bool = True) -> list[UnitRecord]:
@@ -217,6 +228,7 @@ class Supervisor:
             home = self.runtime_dir / "models" / unit.model
         home.mkdir(mode=0o700, exist_ok=True)
         record = UnitRecord(unit, env_file=home / f"{unit.process}.env")
+        record.logs = deque(maxlen=self.loaded.stack.supervise.log_lines)
         self.refresh(record, unit)
         return record
 
@@ -308,12 +320,13 @@ class Supervisor:
         event = ModelEvent(time.time(), domain, old, new)
         if ModelState.CHANGING not in (old.state, new.state) or state is ModelState.STOPPING:
             self.printer.event(event)
+            self._journal(f"model {domain} {new.describe()}", None)
         self.events.publish(event)
 
     def fail_model(self, model: str, reason: str) -> None:
         """The model's units stop (reverse dependency order); the model is failed."""
         self.set_model(model, ModelState.STOPPING, reason)
-        self.printer.note(f"model {model} failed: stopping its units; other models keep running")
+        self.note(f"model {model} failed: stopping its units; other models keep running")
         self.start_soon(self._stop_failed_model, model, reason)
 
     async def _stop_failed_model(self, model: str, reason: str) -> None:
@@ -337,8 +350,9 @@ class Supervisor:
             policy=self.loaded.stack.supervise.on_model_failure,
         )
         if action == "stop-stack":
-            self.printer.note(f"{record.name} is required and failed: stopping the stack")
-            self.end(EXIT_UNIT_FAILED)
+            self.note(f"{record.name} is required and failed: stopping the stack")
+            # A Procfile's run exits with the failed process's own code, as honcho's does.
+            self.end(_exit_code_of(record.status) if self.loaded.is_procfile else EXIT_UNIT_FAILED)
         elif action == "stop-model" and record.model is not None:
             self.fail_model(record.model, f"{record.name} failed: {record.status.reason}")
 
@@ -368,6 +382,7 @@ class Supervisor:
         old, new = event.old, event.new
         if not (old.state is new.state is State.PENDING and old.reason == new.reason):
             self.printer.event(event)
+            self._journal(f"{record.name} {new.describe()}", record.name)
         self.events.publish(event)
         for dependent in self._dependents.get(record.name, ()):
             dependent.poke()
@@ -376,6 +391,9 @@ class Supervisor:
                 sibling.poke()
         if new.state is State.FAILED and old.state is not State.FAILED:
             self._unit_failed(record)
+        if self.exit_on_end and new.state in (State.EXITED, State.FAILED):
+            self.note(f"{record.name} ended: stopping the stack (--exit-on-end)")
+            self.end(_exit_code_of(new))
         self._check_end()
 
     def emit(self, line: LogRecord) -> None:
@@ -383,8 +401,16 @@ class Supervisor:
         if self.lines.listening:
             self.lines.publish(line)
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, about: str | None = None) -> None:
+        """A line of the supervisor's own: printed, kept for `logs`, streamed."""
         self.printer.note(text)
+        self._journal(text, about)
+
+    def _journal(self, text: str, about: str | None) -> None:
+        line = LogRecord(time.time(), SUPERVISOR_NAME, "event", text, about)
+        self.journal.append(line)
+        if self.lines.listening:
+            self.lines.publish(line)
 
     def take_published(self, record: UnitRecord) -> None:
         """Raises PublishError for a hand-off file that cannot be taken."""
@@ -392,14 +418,14 @@ class Supervisor:
         if not published:
             return
         if record.model is None:
-            self.printer.note(
+            self.note(
                 f"{record.name} published {sorted(published)}, but a global unit has no model: "
                 "ignored"
             )
             return
         changed = self.keys.publish(record.model, published)
         if changed:
-            self.printer.note(f"{record.name} published {', '.join(changed)}")
+            self.note(f"{record.name} published {', '.join(changed)}")
             for sibling in self.of_model(record.model):
                 sibling.poke()
             self.published.publish(record.model)
@@ -416,6 +442,19 @@ class Supervisor:
 
     def released(self, child: Child) -> None:
         self.guard.forget(child.pid)
+
+
+def _exit_code_of(status: Status) -> int:
+    """What `run` exits with for a unit that ended: its exit code, or 1 for a failure
+    without one (a signal, a spawn error); a signal's number as a shell reports it."""
+    code = status.exit_code
+    if code is None:
+        return EXIT_OK if status.state is State.EXITED else EXIT_UNIT_FAILED
+    if code < 0:
+        return 128 - code
+    if status.state is State.FAILED and code == 0:
+        return EXIT_UNIT_FAILED
+    return code
 
 
 def base_pairs(loaded: LoadedStack) -> list[tuple[str, str]]:

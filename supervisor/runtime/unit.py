@@ -129,7 +129,7 @@ class UnitRunner:
     def send(self, command: Command) -> None:
         """Queue a command; one sent after the unit was retired is answered at once."""
         if self._retired:
-            _abandon(command, self.record.name)
+            _abandon(command, f"{self.record.name} was removed from the stack")
             return
         self._send.send_nowait(command)
 
@@ -151,10 +151,15 @@ class UnitRunner:
                         self._retired = True
                         command.done.set()
                         break
-                    await self._handle(command)
+                    try:
+                        await self._handle(command)
+                    except Exception as exc:  # a bug must not take other units with it
+                        self.host.note(f"{self.record.name}: internal error: {exc!r}")
+                        _abandon(command, f"internal error: {exc!r}")
                 while True:  # what came in after the retirement: answered, never lost
                     try:
-                        _abandon(self._receive.receive_nowait(), self.record.name)
+                        gone = f"{self.record.name} was removed from the stack"
+                        _abandon(self._receive.receive_nowait(), gone)
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
             tg.cancel_scope.cancel()
@@ -226,6 +231,9 @@ class UnitRunner:
         waiting, self.waiters = self.waiters, []  # the teardown does not settle them
         await self._end_life()
         status = self.record.status
+        if status.state in (State.STARTING, State.RUNNING):  # it ended as it was stopped
+            self._set(State.STOPPING, pid=status.pid)
+            status = self.record.status
         keep = status.state in (State.EXITED, State.FAILED) and reason is not StopReason.USER
         if not keep and (status.state is not State.STOPPED or status.stop is not reason):
             self._set(State.STOPPED, stop=reason, reason=text, exit_code=status.exit_code)
@@ -321,10 +329,10 @@ class UnitRunner:
                 waiter.resolve(verdict)
 
 
-def _abandon(command: Command, unit: str) -> None:
-    """Answer a command for a unit that has left the stack."""
+def _abandon(command: Command, why: str) -> None:
+    """Answer a command that will not be carried out, with why."""
     if isinstance(command, Stop | Retire):
         if command.done is not None:
             command.done.set()
     elif command.waiter is not None:
-        command.waiter.resolve(Verdict(False, f"{unit} was removed from the stack"))
+        command.waiter.resolve(Verdict(False, why))

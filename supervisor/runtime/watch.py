@@ -38,7 +38,7 @@ async def watch_stack_files(
     try:
         await _watch(live)
     except Exception as exc:
-        live.sv.printer.note(f"not watching the stack file ({exc!r}); use `supervise reload`")
+        live.sv.note(f"not watching the stack file ({exc!r}); use `supervise reload`")
 
 
 def _watched(live: LiveConfig) -> set[Path]:
@@ -68,13 +68,13 @@ async def _watch(live: LiveConfig) -> None:
 
 
 async def _reload(live: LiveConfig) -> None:
-    live.sv.printer.note("stack or env file changed: reloading")
+    live.sv.note("stack or env file changed: reloading")
     try:
         await live.reload()
     except ControlError:
         pass  # reported by reload(); the running stack is untouched
     except Exception as exc:
-        live.sv.printer.note(f"reload failed, nothing changed: {exc!r}")
+        live.sv.note(f"reload failed, nothing changed: {exc!r}")
 
 
 class _Watcher(threading.Thread):

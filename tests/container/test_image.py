@@ -22,6 +22,7 @@ import pytest
 
 from scripts.incident.children import free_port, poll
 from scripts.incident.supervised import JsonLog
+from supervisor import __version__
 from tests.container.image import (
     Image,
     as_user,
@@ -124,7 +125,7 @@ def test_the_test_extra_takes_the_reference_extra_from_this_checkout_never_the_i
 
     projects = [item for item in installs if item["metadata"]["name"] == "supervise"]
     assert [p["download_info"]["url"] for p in projects] == [image.workdir.as_uri()]
-    assert projects[0]["metadata"]["version"] == "0.1.0"
+    assert projects[0]["metadata"]["version"] == __version__
     names = {canonical(item["metadata"]["name"]) for item in installs}
     assert {"mcp", "pytest", "dockerfile"} <= names
 

@@ -1,0 +1,211 @@
+"""The CLI as a user drives it: every exit code of the README's table, options before or
+after the verb, the stack file found from a subdirectory, `--version`, `logs` with the
+supervisor's own events and its filters, `status UNIT` with cpu and rss, `status
+--watch`, and no traceback on a closed pipe or Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor import __version__
+from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
+
+STACK = f"""
+[models.alpha]
+SIGNATURE = "alpha-v1"
+
+[processes.echo]
+per_model = true
+command = ["{PY}", "{SVC}", "--listen"]
+port = "auto"
+inject = ["SIGNATURE"]
+ready = {{ tcp = "${{port}}" }}
+
+[processes.picky]
+per_model = true
+command = ["sh", "-c", "[ \\"$SIGNATURE\\" = bad ] && {{ echo no >&2; exit 78; }}; exec sleep 60"]
+inject = ["SIGNATURE"]
+start_seconds = 0.2
+"""
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Run]:
+    run = Run(write_stack(tmp_path, STACK))
+    try:
+        run.event("alpha/echo", "running", ready=True)
+        run.event("alpha/picky", "running", ready=True)
+        yield run
+    finally:
+        assert run.stop() == 0
+
+
+# (arguments, exit code, a piece of the output) — one row per README exit code.
+EXIT_CODES = [
+    (("status",), 0, "alpha/echo"),
+    (("status", "nope"), 1, "unknown unit 'nope'"),
+    (("set", "alpha", "NEW=1"), 0, "changed: NEW"),
+    (("set", "alpha", "SIGNATURE=bad"), 1, "rolled back: alpha/picky failed"),
+    (("set", "gamma", "A=1"), 1, "unknown model 'gamma'"),
+    (("set", "alpha", "not-a-pair"), 2, "expected KEY=VALUE"),
+    (("set", "alpha", "1BAD=x"), 2, "key '1BAD' is invalid"),
+    (("launch", "alpha"), 1, "already running"),
+    (("launch", "../x"), 2, "model name '../x' is invalid"),
+    (("drop", "nope"), 1, "unknown model 'nope'"),
+    (("restart", "alpha/echo"), 0, "alpha/echo restarted"),
+    (("restart", "nope/x"), 1, "unknown unit 'nope/x'"),
+    (("start", "alpha/echo"), 0, "nothing to do"),
+    (("stop", "nope"), 1, "unknown unit or model 'nope'"),
+    (("reload",), 0, "nothing changed"),
+    (("logs", "nope"), 1, "unknown unit 'nope'"),
+    (("logs", "--since", "yesterday"), 2, "--since: expected"),
+    (("logs", "--grep", "("), 2, "grep: invalid regular expression"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"), EXIT_CODES, ids=[" ".join(a) for a, _, _ in EXIT_CODES]
+)
+def test_every_exit_code_of_the_readme_table(
+    running: Run, args: tuple[str, ...], code: int, text: str
+) -> None:
+    result = cli(*args, "-c", str(running.stack))
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert text in result.stdout + result.stderr
+
+
+def test_run_and_check_exit_codes(tmp_path: Path) -> None:
+    assert cli("check", "-c", str(write_stack(tmp_path, STACK))).returncode == 0
+    bad = write_stack(tmp_path, "[processes.a]\ncommand = 5\n", "bad.toml")
+    assert cli("check", "-c", str(bad)).returncode == 2
+    assert cli("run", "-c", str(bad)).returncode == 2
+    failing = write_stack(
+        tmp_path, "[processes.a]\ncommand = 'false'\nrestart = 'never'\n", "f.toml"
+    )
+    assert cli("run", "-c", str(failing)).returncode == 1
+    nobody = cli("status", env={"SUPERVISE_SOCKET": str(tmp_path / "none.sock")})
+    assert nobody.returncode == 3
+
+
+def test_version_and_options_before_or_after_the_verb(running: Run) -> None:
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"supervise {__version__}"
+    before = cli("-c", str(running.stack), "status")
+    after = cli("status", "-c", str(running.stack))
+    assert before.returncode == after.returncode == 0
+    assert before.stdout.splitlines()[0] == after.stdout.splitlines()[0]
+
+
+def test_the_stack_is_found_from_a_subdirectory_and_not_past_the_repository(
+    running: Run,
+) -> None:
+    deep = running.stack.parent / "src" / "pkg"
+    deep.mkdir(parents=True)
+    found = cli("status", cwd=deep, env={"SUPERVISE_SOCKET": ""})
+    assert found.returncode == 0, found.stderr
+    assert "alpha/echo" in found.stdout
+    (running.stack.parent / "src" / ".git").mkdir()  # a repository below the stack
+    stopped = cli("check", cwd=deep, env={"SUPERVISE_SOCKET": ""})
+    assert stopped.returncode == 2
+    assert "here or in a parent directory (up to the repository root)" in stopped.stderr
+
+
+def test_logs_show_the_supervisors_own_events_and_filter(running: Run) -> None:
+    stack = str(running.stack)
+    assert cli("restart", "alpha/echo", "-c", stack).returncode == 0
+    lines = cli("logs", "alpha/echo", "-n", "50", "-c", stack).stdout.splitlines()
+    assert any("supervise | alpha/echo stopping" in line for line in lines), lines
+    assert any("alpha/echo | up " in line for line in lines)
+    plain = cli("logs", "alpha/echo", "--no-events", "-c", stack).stdout.splitlines()
+    assert plain and not any("supervise |" in line for line in plain)
+    grepped = cli("logs", "--grep", "^listening$", "-c", stack).stdout.splitlines()
+    assert grepped and all(line.endswith("| listening") for line in grepped)
+    later = cli("logs", "--since", "0s", "-c", stack).stdout
+    assert later == ""  # nothing newer than now
+
+
+def test_status_of_one_unit_shows_cpu_and_rss(running: Run) -> None:
+    table = cli("status", "alpha/echo", "-c", str(running.stack)).stdout.splitlines()
+    header, row = table[0].split(), table[1].split()
+    assert header[:9] == [
+        "UNIT",
+        "STATE",
+        "READY",
+        "PID",
+        "PORT",
+        "RESTARTS",
+        "UPTIME",
+        "CPU",
+        "RSS",
+    ]
+    assert re.fullmatch(r"[0-9.]+s", row[7]) and re.fullmatch(r"[0-9.]+M", row[8]), row
+
+
+def test_status_watch_refreshes_and_ctrl_c_ends_it_quietly(running: Run) -> None:
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "status", "--watch", "0.2", "-c", str(running.stack)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        headers = 0
+        deadline = time.monotonic() + 30
+        while headers < 2 and time.monotonic() < deadline:
+            headers += proc.stdout.readline().startswith("UNIT")
+        assert headers == 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_closed_pipe_ends_a_client_command_quietly(running: Run) -> None:
+    for _ in range(30):
+        cli("restart", "alpha/echo", "-c", str(running.stack))  # plenty of log lines
+    result = subprocess.run(
+        f"{PY} -m supervisor logs -n 2000 -c {running.stack} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
+        start_new_session=True,
+    )
+    assert result.stdout.count("\n") == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_ctrl_c_of_logs_follow_is_not_a_traceback(running: Run) -> None:
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "logs", "-f", "-c", str(running.stack)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        wait_until(lambda: bool(proc.stdout.readline()), "a first line")  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
