@@ -34,6 +34,8 @@ def run_wait(args: argparse.Namespace) -> int:
         condition = Condition("tcp", args.tcp)
     elif args.http:
         condition = Condition("http", args.http)
+    elif args.exec:
+        condition = Condition("exec", args.exec)
     else:
         condition = Condition("file", args.file)
     if args.timeout < 0 or args.interval <= 0:

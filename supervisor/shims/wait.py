@@ -1,5 +1,6 @@
 """`supervise wait`: one readiness condition as a command — a TCP connect, an HTTP GET that
-answers 2xx/3xx, or a file that exists — retried until it holds or a deadline passes.
+answers 2xx/3xx, a file that exists, or a command that exits 0 — retried until it holds
+or a deadline passes.
 
 Invariants: standard library only (it runs as a Kubernetes exec probe, once per period, so
 its start must stay cheap); the deadline is monotonic; attempts start `FIRST_RETRY` apart
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import shlex
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -22,7 +25,7 @@ DEFAULT_INTERVAL = 0.05  # the longest pause between attempts, as for probes
 ATTEMPT_TIMEOUT = 1.0  # one connect or request, as a probe's default `timeout`
 FIRST_RETRY = 0.01  # the first pause between attempts
 
-Kind = Literal["tcp", "http", "file"]
+Kind = Literal["tcp", "http", "file", "exec"]
 
 
 class WaitTimeout(Exception):
@@ -82,6 +85,13 @@ def check_target(condition: Condition) -> None:
             url.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as exc:
             raise BadTarget("http", condition.target, str(exc)) from exc
+    elif condition.kind == "exec":
+        try:
+            words = shlex.split(condition.target)
+        except ValueError as exc:
+            raise BadTarget("exec", condition.target, str(exc)) from exc
+        if not words:
+            raise BadTarget("exec", condition.target, "expected a command")
     elif not condition.target:
         raise BadTarget("file", condition.target, "expected a path")
 
@@ -91,6 +101,16 @@ def attempt(condition: Condition, timeout: float) -> None:
     if condition.kind == "file":
         if not os.path.exists(condition.target):
             raise NotYet(f"{condition.target} does not exist")
+        return
+    if condition.kind == "exec":
+        try:
+            status = subprocess.run(
+                shlex.split(condition.target), stdin=subprocess.DEVNULL, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired as exc:
+            raise NotYet(f"still running after {timeout:g} s") from exc
+        if status != 0:
+            raise NotYet(f"exited {status}")
         return
     if condition.kind == "tcp":
         host, port = parse_host_port(condition.target)
