@@ -20,6 +20,7 @@ a model's volume and secret are mounted only into that model's services.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from supervisor.config.load import LoadedStack
@@ -74,8 +75,8 @@ def export_compose(
     files: dict[str, OutputFile] = {}
     secrets: dict[str, object] = {}
     for model in plan.models:
-        if lines := plan.key_lines(model):
-            files[f"secrets/models/{model}.env"] = key_file(f"Keys of model {model}.", lines)
+        if model_lines := plan.key_lines(model):
+            files[f"secrets/models/{model}.env"] = key_file(f"Keys of model {model}.", model_lines)
             secrets[f"keys-{model}"] = {"file": f"./secrets/models/{model}.env"}
     env_files: dict[str, str] = {}
     for scope, lines in plan.env_scopes.items():
@@ -120,7 +121,7 @@ def _service(
     unit: ExportUnit,
     options: ComposeOptions,
     env_files: dict[str, str],
-    volumes: dict[str, object],
+    volumes: Mapping[str, object],
 ) -> dict[str, object]:
     spec = unit.spec
     keys = [KEYS_FILE] if unit.static_keys else []

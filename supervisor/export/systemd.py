@@ -115,7 +115,7 @@ class _Writer:
     def files(self) -> dict[str, OutputFile]:
         plan, prefix = self.plan, self.prefix
         out: dict[str, OutputFile] = {}
-        first = {u.process: u for u in reversed(plan.units.values()) if u.model is not None}
+        first = {u.process: u for u in reversed(list(plan.units.values())) if u.model is not None}
         for unit in plan.global_units:
             out[self.name(unit)] = self.unit_file(unit, concrete=True)
             if unit.spec.socket:
@@ -132,10 +132,10 @@ class _Writer:
                     path = f"{self.name(unit, model, 'socket')}.d/{DROP_IN}"
                     listen = f"[Socket]\nListenStream=127.0.0.1:{unit.port}\n"
                     out[path] = OutputFile(self.header + listen)
-            if lines := plan.key_lines(model):
+            if model_lines := plan.key_lines(model):
                 out[f"secrets/models/{model}.env"] = key_file(
                     f"Keys of model {model}: install as {self.etc}/models/{model}.env, mode 0600.",
-                    lines,
+                    model_lines,
                 )
         for scope, lines in plan.env_scopes.items():
             stem = "env" if not scope else f"env-{scope}"
