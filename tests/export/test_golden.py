@@ -78,3 +78,38 @@ def test_the_reference_export_writes_no_secret(tmp_path: Path, case: str) -> Non
     files, _ = export(target, stack, None, **options)
     check_no_secrets({n: f.text for n, f in files.items()}, build_plan(load_stack(stack, {})))
     assert all(f.private for n, f in files.items() if n.startswith("secrets/"))
+
+
+def _keys(text: str) -> list[tuple[str, str]]:
+    return [
+        (key, value)
+        for key, _, value in (line.partition("=") for line in text.splitlines())
+        if value and not key.startswith(("#", "["))
+    ]
+
+
+def test_every_systemd_dependency_is_ordered_and_ready_before_its_dependent_starts(
+    tmp_path: Path,
+) -> None:
+    """systemd starts an After= dependent once the dependency is *started*: a oneshot
+    when it exited, Type=notify at READY=1, any other service after ExecStartPost."""
+    files, _ = export("systemd", reference_stack(tmp_path))
+    texts = {name: f.text for name, f in files.items()}
+    for name, text in texts.items():
+        if not name.endswith(".service") or "/" in name or "keys@" in name:
+            continue
+        keys = _keys(text)
+        requires = [v for k, v in keys if k == "Requires" and v.endswith(".service")]
+        after = {v for k, v in keys if k == "After"}
+        for dep in requires:
+            assert dep in after, f"{name} requires {dep} without waiting for it"
+            template = dep.replace("@%i.", "@.")
+            dep_keys = _keys(texts[template])
+            kind = dict(dep_keys)["Type"]
+            drop_ins = [
+                t for n, t in texts.items() if n.startswith(dep.split("%i")[0]) and "/" in n
+            ]
+            started_when_ready = kind in ("oneshot", "notify") or any(
+                "ExecStartPost=" in t for t in [texts[template], *drop_ins]
+            )
+            assert started_when_ready, f"{dep} counts as started before it is ready"
