@@ -24,15 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import (
-    ExportPlan,
-    ExportUnit,
-    OutputFile,
-    build_plan,
-    key_file,
-    shim_argv,
-)
+from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, build_plan, key_file
 from supervisor.export.emit_yaml import dump
+from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report
 
 HANDOFF_DIR = "/run/supervise/handoff"  # the per-model volume of published keys and markers

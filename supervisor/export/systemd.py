@@ -27,14 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import (
-    ExportPlan,
-    ExportUnit,
-    OutputFile,
-    build_plan,
-    key_file,
-    shim_argv,
-)
+from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, build_plan, key_file
+from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report
 
 DROP_IN = "50-model.conf"  # the per-instance drop-in's file name

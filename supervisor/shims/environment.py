@@ -178,9 +178,3 @@ def build_environment(
             raise InvalidInjectedValue(source, exc) from exc
         env[key] = value
     return env
-
-
-def without(env: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
-    """`env` less `names` (the shim's own variables that must not leak into the command)."""
-    drop = set(names)
-    return {k: v for k, v in env.items() if k not in drop}

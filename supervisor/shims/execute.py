@@ -40,8 +40,6 @@ from pathlib import Path
 from supervisor.config.handoff import PublishError, read_published
 from supervisor.errors import SuperviseError
 
-EXIT_NOT_READY = 1  # a hand-off file never appeared, or an injected key has no value
-EXIT_USAGE = 2  # bad flags, a missing or refused key file, a refused publish
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 DRAIN_AFTER_EXIT = 1.0  # output still arriving from grandchildren after the command exited

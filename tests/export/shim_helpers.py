@@ -7,7 +7,6 @@ import os
 import selectors
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PY = sys.executable
@@ -62,12 +61,3 @@ def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
-
-
-def wait_for_path(path: Path, present: bool, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while path.exists() != present:
-        if time.monotonic() > deadline:
-            state = "present" if present else "gone"
-            raise AssertionError(f"want {path} {state}, still not after {timeout:g} s")
-        time.sleep(0.01)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from supervisor.export.common import ExportPlan, ExportUnit, is_loopback
+from supervisor.export.common import ExportPlan, ExportUnit
+from supervisor.export.entrypoint import is_loopback
 from supervisor.export.kubernetes.native import MIN_PERIOD
 from supervisor.export.report import Report
 

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from supervisor.export.common import ExportPlan, ExportUnit, is_loopback, shim_argv
+from supervisor.export.common import ExportPlan, ExportUnit
+from supervisor.export.entrypoint import is_loopback, shim_argv
 from supervisor.export.kubernetes.objects import (
     KubernetesOptions,
     deployment,
