@@ -1,0 +1,104 @@
+"""`supervise export TARGET` from parsed arguments: load, export, write, report.
+
+Exit codes: 0 written (the report says what a target cannot keep); 2 the stack has errors
+or cannot be exported as it is (an unknown model, a published key in a template, a secret
+that would be written), each naming the file, key and value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from supervisor.export.common import ExportPlan, OutputFile, check_no_secrets
+from supervisor.export.report import Report
+
+if TYPE_CHECKING:
+    from supervisor.config.load import LoadedStack
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from supervisor.config.load import load_stack
+    from supervisor.errors import ConfigError, SuperviseError
+
+    try:
+        loaded = load_stack(args.config, os.environ)
+        files, report, plan = _export(args, loaded)
+        check_no_secrets({name: f.text for name, f in files.items()}, plan)
+    except ConfigError as exc:
+        print(f"supervise: {len(exc.problems)} error(s) in the stack:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SuperviseError as exc:
+        print(f"supervise export: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    write_files(args.output, files)
+    if args.report is not None:
+        args.report.write_text(report.to_json(sorted(files)))
+    print(f"wrote {len(files)} file(s) to {args.output}", file=sys.stderr)
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    return EXIT_OK
+
+
+def _export(
+    args: argparse.Namespace, loaded: LoadedStack
+) -> tuple[dict[str, OutputFile], Report, ExportPlan]:
+    models = tuple(args.model)
+    if args.target == "kubernetes":
+        from supervisor.export.kubernetes import KubernetesOptions, export_kubernetes
+
+        return export_kubernetes(
+            loaded,
+            KubernetesOptions(
+                prefix=args.prefix,
+                image=args.image,
+                namespace=args.namespace,
+                mode=args.mode,
+                workdir=args.workdir or "/app",
+                models=models,
+            ),
+        )
+    if args.target == "systemd":
+        from supervisor.export.systemd import SystemdOptions, export_systemd
+
+        return export_systemd(
+            loaded,
+            SystemdOptions(
+                prefix=args.prefix,
+                systemd_version=args.systemd_version,
+                supervise=args.supervise,
+                workdir=args.workdir,
+                models=models,
+            ),
+        )
+    from supervisor.export.compose import ComposeOptions, export_compose
+
+    return export_compose(
+        loaded,
+        ComposeOptions(
+            prefix=args.prefix, image=args.image, workdir=args.workdir or "/app", models=models
+        ),
+    )
+
+
+def write_files(directory: Path, files: Mapping[str, OutputFile]) -> None:
+    """Write every file under `directory`; key files 0600, the rest 0644."""
+    for name, output in sorted(files.items()):
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o600 if output.private else 0o644
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, output.text.encode())
+        finally:
+            os.close(fd)
