@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"supervise {__version__}")
     _stack_options(parser, top=True, procfile=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from supervisor.export.cli import add_commands  # argparse only: `wait` starts fast
+
+    add_commands(sub)
 
     def add(name: str, help_text: str, *, procfile: bool = False) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -158,7 +161,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from supervisor.export.cli import run_command
+
     try:
+        exported = run_command(args)
+        if exported is not None:
+            return exported
         if args.command == "run":
             return _run(args)
         if args.command == "check":

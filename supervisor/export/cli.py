@@ -49,7 +49,15 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     targets = export.add_subparsers(dest="target", required=True, metavar="TARGET")
     for target in TARGETS:
         parser = targets.add_parser(target, help=f"export for {target}")
-        parser.add_argument("-c", "--config", type=Path, metavar="FILE", help="stack file")
+        # SUPPRESS: `supervise -c FILE export ...` (before the verb) is not undone here.
+        parser.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="stack file",
+            default=argparse.SUPPRESS,
+        )
         parser.add_argument(
             "--model", action="append", default=[], metavar="M", help="only this model; repeatable"
         )

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+from supervisor.check import check_stack
 from supervisor.config.interpolate import references
-from supervisor.config.load import LoadedStack
+from supervisor.config.load import LoadedStack, loading
 from supervisor.config.model import Condition, Process, Settings
 from supervisor.errors import ConfigError, MissingModelKey, SuperviseError
 from supervisor.plan import RenderContext, RenderedProbe, Unit, expand, render
-from supervisor.review import review_stack
 from supervisor.secrets import MIN_MASKED_LENGTH, is_secret
 
 AUTO_PORT_BASE = 8001  # the first concrete port given to a `port = "auto"` unit
@@ -198,9 +198,10 @@ def build_plan(
         RuntimeOnlyReference: a template needs a published key's value.
     """
     only = list(only_models)
-    review = review_stack(loaded, only)
-    if review.problems:
-        raise ConfigError(review.problems)
+    with loading(str(loaded.file), "checking the plan"):
+        report = check_stack(loaded, only)
+    if report.problems:
+        raise ConfigError(report.problems)
     stack = loaded.stack
     processes = stack.processes
     ports = allocate_ports(expand(processes, stack.models))

@@ -29,7 +29,7 @@ def run_export(args: argparse.Namespace) -> int:
     from supervisor.errors import ConfigError, SuperviseError
 
     try:
-        loaded = load_stack(args.config, os.environ)
+        loaded = load_stack(getattr(args, "config", None), os.environ)
         files, report, plan = _export(args, loaded)
         check_no_secrets({name: f.text for name, f in files.items()}, plan)
     except ConfigError as exc:
