@@ -209,3 +209,17 @@ def test_ctrl_c_of_logs_follow_is_not_a_traceback(running: Run) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_co_installed_supervisord_is_reported_at_start_up(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    info = site / "supervisor-4.2.5.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: supervisor\nVersion: 4.2.5\n")
+    stack = write_stack(tmp_path, "[processes.a]\ncommand = 'true'\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    result = cli("check", "-c", str(stack), env=env)
+    assert result.returncode == 0
+    assert "supervisord (supervisor 4.2.5) is installed in this environment" in result.stderr
+    clean = cli("check", "-c", str(stack))
+    assert "supervisord" not in clean.stderr
