@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from supervisor import __version__
+from supervisor.arguments import build_parser
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -29,138 +29,8 @@ BAD_INPUT = frozenset({"invalid_config", "invalid", "bad_request"})
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer cut off
 
 
-STACK_HELP = (
-    "stack file (default: supervise.toml, pyproject.toml [tool.supervise] or Procfile, "
-    "searched from the current directory up to the repository root)"
-)
-
-
-def _stack_options(parser: argparse.ArgumentParser, *, top: bool, procfile: bool) -> None:
-    """`-c FILE` (and, where a Procfile may be run, honcho's `-f FILE` and `-e FILE`),
-    before or after the verb: the verb's copy only overrides when given."""
-    default: object = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "-c", "--config", type=Path, metavar="FILE", default=default, help=STACK_HELP
-    )
-    if procfile:
-        parser.add_argument(
-            "-f",
-            "--procfile",
-            type=Path,
-            metavar="FILE",
-            default=default,
-            help="the same as -c, as honcho spells it",
-        )
-        parser.add_argument(
-            "-e",
-            "--env",
-            metavar="FILE[,FILE]",
-            default=default,
-            help="env files instead of [supervise] env_files (default .env)",
-        )
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="supervise",
-        description="Start MCP tool servers and agents in order, with each model's runtime "
-        "config injected; restart exactly what a change affects; leave nothing behind.",
-    )
-    parser.add_argument("--version", action="version", version=f"supervise {__version__}")
-    _stack_options(parser, top=True, procfile=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from supervisor.export.cli import add_commands  # argparse only: `wait` starts fast
-
-    add_commands(sub)
-
-    def add(name: str, help_text: str, *, procfile: bool = False) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        _stack_options(command, top=False, procfile=procfile)
-        return command
-
-    def timeout(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--timeout",
-            type=float,
-            default=None,
-            metavar="S",
-            help="wait at most S seconds (default 60); answers at once when the outcome is known",
-        )
-
-    run = add("run", "run the stack (or some of its processes) in the foreground", procfile=True)
-    run.add_argument(
-        "processes",
-        nargs="*",
-        metavar="PROCESS",
-        help="run only these processes and what they depend on (honcho's `start web`)",
-    )
-    run.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="M",
-        help="run only this model's units (and global ones); repeatable",
-    )
-    run.add_argument("--log-format", choices=["text", "json"], default=None)
-    run.add_argument(
-        "--exit-on-end",
-        action="store_true",
-        help="stop everything when any unit ends, and exit with its code (honcho's way)",
-    )
-    add("check", "validate the stack and print the plan", procfile=True)
-
-    status = add("status", "units, states, pids, ports, restarts, ready, cpu, rss")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument(
-        "--watch",
-        nargs="?",
-        type=float,
-        const=1.0,
-        default=None,
-        metavar="S",
-        help="refresh every S seconds (default 1) until Ctrl-C",
-    )
-    status.add_argument("unit", nargs="?", help="one unit only")
-
-    set_ = add("set", "change a model's runtime config; wait until restarted units are ready")
-    set_.add_argument("model")
-    set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
-    set_.add_argument("--unset", action="append", default=[], metavar="KEY")
-    set_.add_argument("--no-wait", action="store_true")
-    set_.add_argument(
-        "--no-rollback",
-        action="store_true",
-        help="keep the new value even if a restarted unit fails (its model may then fail)",
-    )
-    timeout(set_)
-
-    launch = add("launch", "start a model's units at runtime; prints their ports as JSON")
-    launch.add_argument("model")
-    launch.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
-    timeout(launch)
-
-    drop = add("drop", "stop and forget a model's units")
-    drop.add_argument("model")
-
-    for verb in ("restart", "stop", "start"):
-        command = add(verb, f"{verb} one unit, or every unit of a model")
-        command.add_argument("unit", metavar="UNIT|MODEL")
-        if verb != "stop":
-            timeout(command)
-    reload = add("reload", "re-read the stack file (same as SIGHUP)")
-    timeout(reload)
-    logs = add("logs", "recent and live output, the supervisor's own events included")
-    logs.add_argument("unit", nargs="?")
-    logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("-n", "--lines", type=int, default=100, metavar="N")
-    logs.add_argument("--since", metavar="WHEN", help="only newer lines: 90s, 10m, 2h or a time")
-    logs.add_argument("--grep", metavar="REGEX", help="only lines that match")
-    logs.add_argument("--no-events", action="store_true", help="only the units' own output")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from supervisor.export.cli import run_command
 
     try:
