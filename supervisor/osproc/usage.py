@@ -1,22 +1,22 @@
-"""CPU time and memory of process trees, for `status`: one pass over every process
-(psutil), then sums per unit tree."""
+"""CPU time and memory of process trees, for `status` and `/metrics`: one pass over
+/proc (the same reader the tree kill uses), then sums per unit tree."""
 
 from __future__ import annotations
 
-import psutil
+import os
+
+from supervisor.osproc import procfs
 
 Table = dict[int, tuple[int, float, int]]  # pid → (ppid, cpu seconds, rss bytes)
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def process_table() -> Table:
-    table = {}
-    for proc in psutil.process_iter(["ppid", "cpu_times", "memory_info"]):
-        info = proc.info
-        if info["cpu_times"] is None or info["memory_info"] is None:
-            continue
-        times = info["cpu_times"]
-        table[proc.pid] = (info["ppid"], times.user + times.system, info["memory_info"].rss)
-    return table
+    return {
+        pid: (proc.ppid, proc.cpu_ticks / _TICKS, proc.rss_pages * _PAGE)
+        for pid, proc in procfs.proc_table().items()
+    }
 
 
 class TreeUsage:

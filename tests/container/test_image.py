@@ -35,8 +35,8 @@ from tests.container.image import (
 from tests.container.namespace import as_pid_one, require_pid_namespaces
 from tests.helpers import Run
 
-# The five the supervisor needs (pyproject.toml says why, each); nothing of the MCP SDK's.
-RUNTIME = {"anyio", "pydantic-settings", "psutil", "h11", "watchfiles"}
+# The four the supervisor needs (pyproject.toml says why, each); nothing of the MCP SDK's.
+RUNTIME = {"anyio", "pydantic-settings", "h11", "watchfiles"}
 REFERENCE_ONLY = {
     "mcp",
     "mcp-types",
@@ -98,7 +98,7 @@ def dry_run(image: Image, requirement: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
-def test_a_plain_install_brings_the_supervisors_five_dependencies_and_nothing_of_mcp(
+def test_a_plain_install_brings_the_supervisors_four_dependencies_and_nothing_of_mcp(
     image: Image,
 ) -> None:
     installs = dry_run(image, str(image.workdir))
