@@ -14,10 +14,13 @@ Invariants:
   applied to a model (`CHANGING`) a failure belongs to the change, which rolls back.
 - Shutdown stops units in reverse dependency order within `shutdown_timeout`, then kills
   what is left; the guard covers the case where this process is killed.
+- What is observed of a unit besides its state (its MCP tools, failed liveness attempts)
+  is published and printed like its events, and kept in its history for `why`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -32,13 +35,16 @@ import anyio.abc
 
 from supervisor.client import registry_entry
 from supervisor.config.handoff import read_published
+from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack, settings_value
-from supervisor.control.plane import LogRecord
+from supervisor.control.plane import Counters, LogRecord
 from supervisor.errors import MissingModelKey
+from supervisor.observe import Note, ToolList, ToolsEvent
 from supervisor.osproc.guard import Guard
 from supervisor.osproc.launch import Launcher
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
+from supervisor.output.logfiles import EVENTS_FILE, LogFiles, Routes
 from supervisor.output.printer import Printer
 from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, render
 from supervisor.policy import failure_action
@@ -89,7 +95,7 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.socket_path = str(loaded.resolve_path(settings_value(loaded, "control_socket") or ""))
         self.registry_link = registry_entry(loaded.file)
-        self.events = Broadcaster[Event | ModelEvent](EVENT_BACKLOG)
+        self.events = Broadcaster[Event | ModelEvent | ToolsEvent](EVENT_BACKLOG)
         self.lines = Broadcaster[LogRecord](LOG_BACKLOG)
         self.published = Broadcaster[str](EVENT_BACKLOG)  # models whose units published keys
         self.reaper = Reaper()
@@ -100,6 +106,10 @@ class Supervisor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._end: anyio.Event | None = None
         self.forced: anyio.Event = anyio.Event()
+        self.counters = Counters(started=time.time())
+        self._changing_since: dict[str, float] = {}  # models in CHANGING: since when
+        self.logfiles = LogFiles(printer.redactor, printer.fmt, printer.note)
+        printer.tee = self.logfiles
 
     @property
     def models(self) -> dict[str, ModelStatus]:
@@ -225,7 +235,8 @@ class Supervisor:
         if old is None or (spec.port, spec.socket) != (old.port, old.socket):
             self.ports.assign(unit.name, spec.port, spec.socket)
         record.notify_path = None
-        if spec.ready is not None and spec.ready.notify:
+        notify_live = spec.live is not None and spec.live.notify  # WATCHDOG=1 heartbeats
+        if (spec.ready is not None and spec.ready.notify) or notify_live:
             notify_dir = self.runtime_dir / "notify"
             notify_dir.mkdir(mode=0o700, exist_ok=True)
             record.notify_path = notify_dir / f"{unit.name.replace('/', '@')}.sock"
@@ -255,6 +266,7 @@ class Supervisor:
                 dependents.setdefault(dep, []).append(record)
         self._dependents = dependents
         self.printer.set_units(self.records)
+        self.logfiles.configure(log_routes(self.loaded, [r.unit for r in self.records.values()]))
 
     def of_model(self, model: str | None) -> list[UnitRecord]:
         return [r for r in self.records.values() if r.model == model]
@@ -302,10 +314,25 @@ class Supervisor:
         self.domains[domain] = new
         if domain is None:
             return
+        self._time_change(domain, old.state, new.state)
         event = ModelEvent(time.time(), domain, old, new)
         if ModelState.CHANGING not in (old.state, new.state) or state is ModelState.STOPPING:
             self.printer.event(event)
         self.events.publish(event)
+
+    def _time_change(self, model: str, old: ModelState, new: ModelState) -> None:
+        """How long the model's last change (a `set`, a reload) took, for /metrics."""
+        now = anyio.current_time()
+        if new is ModelState.CHANGING:
+            self._changing_since[model] = now
+        elif old is ModelState.CHANGING and model in self._changing_since:
+            took = now - self._changing_since.pop(model)
+            counters = self.counters
+            self.counters = dataclasses.replace(
+                counters,
+                changes={**counters.changes, model: counters.changes.get(model, 0) + 1},
+                last_change_seconds={**counters.last_change_seconds, model: took},
+            )
 
     def fail_model(self, model: str, reason: str) -> None:
         """The model's units stop (reverse dependency order); the model is failed."""
@@ -365,6 +392,7 @@ class Supervisor:
         old, new = event.old, event.new
         if not (old.state is new.state is State.PENDING and old.reason == new.reason):
             self.printer.event(event)
+            record.history.append(event)
         self.events.publish(event)
         for dependent in self._dependents.get(record.name, ()):
             dependent.poke()
@@ -382,6 +410,22 @@ class Supervisor:
 
     def note(self, text: str) -> None:
         self.printer.note(text)
+
+    def tools_seen(self, record: UnitRecord, tools: ToolList) -> None:
+        """A unit's mcp probe listed `tools`: an event when they are new or changed."""
+        old = record.tools
+        if old == tools:
+            return
+        record.tools = tools
+        event = ToolsEvent(time.time(), record.name, old, tools)
+        record.history.append(event)
+        self.printer.event(event)
+        self.events.publish(event)
+
+    def observed(self, record: UnitRecord, text: str) -> None:
+        """Something seen of a unit that is no state change: printed, and kept for `why`."""
+        record.history.append(Note(time.time(), record.name, text))
+        self.printer.note(f"{record.name} {text}")
 
     def take_published(self, record: UnitRecord) -> None:
         """Raises PublishError for a hand-off file that cannot be taken."""
@@ -413,6 +457,31 @@ class Supervisor:
 
     def released(self, child: Child) -> None:
         self.guard.forget(child.pid)
+
+
+def log_routes(loaded: LoadedStack, units: Iterable[Unit]) -> Routes:
+    """Where each unit's output is logged: its `log` path (relative to `log_dir`, else to
+    the stack file), else `log_dir/[MODEL/]PROCESS.log`; the supervisor's own lines go to
+    `log_dir/supervise.log`."""
+    settings = loaded.stack.supervise
+    log_dir = loaded.resolve_path(settings.log_dir) if settings.log_dir else None
+    paths: dict[str, Path] = {}
+    for unit in units:
+        log = unit.spec.log
+        if log is False or (log is None and log_dir is None):
+            continue
+        if log is None:
+            paths[unit.name] = Path(*filter(None, [unit.model, f"{unit.process}.log"]))
+        else:
+            names = {"process": unit.process, "model": unit.model}
+            paths[unit.name] = Path(interpolate(log, names.get))  # names checked at load
+        paths[unit.name] = (log_dir or loaded.base_dir) / paths[unit.name]
+    return Routes(
+        log_dir / EVENTS_FILE if log_dir is not None else None,
+        paths,
+        settings.log_max_size,
+        settings.log_backups,
+    )
 
 
 def base_pairs(loaded: LoadedStack) -> list[tuple[str, str]]:
