@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("unit", nargs="?")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--lines", type=int, default=100)
+    why = add("why", "explain a unit's state: what it waits for, why it failed, what unblocks it")
+    why.add_argument("unit")
     return parser
 
 
@@ -279,6 +281,9 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
     if command == "logs":
         for record in api.logs(args.unit, lines=args.lines, follow=args.follow):
             print(fmt.format_log(record), flush=args.follow)
+        return EXIT_OK
+    if command == "why":
+        print(api.why(args.unit)["why"])
         return EXIT_OK
     raise AssertionError(command)
 

@@ -28,8 +28,10 @@ from supervisor.control.plane import (
     UnitResult,
 )
 from supervisor.control.status import status_document, unit_document
+from supervisor.control.why import explain
 from supervisor.errors import ControlError
-from supervisor.output.format import event_record, model_event_record
+from supervisor.observe import ToolsEvent
+from supervisor.output.format import event_record, model_event_record, tools_event_record
 from supervisor.state import Event
 
 STATUS_OF_KIND = {
@@ -82,6 +84,11 @@ class ControlApi:
 
     async def status(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
         return Response(body=status_document(self.plane, full=caller.operator))
+
+    async def why(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
+        history = self.plane.history(p["name"])
+        text = explain(history, self.plane.view())
+        return Response(body={"unit": p["name"], "why": self.plane.redactor.mask(text)})
 
     async def unit(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
         return Response(body=unit_document(self.plane.unit_view(p["name"]), self.plane.redactor))
@@ -183,6 +190,8 @@ class ControlApi:
                 if isinstance(event, Event):
                     record = event_record(event)
                     record["state"] = record.pop("event")
+                elif isinstance(event, ToolsEvent):
+                    record = tools_event_record(event)
                 else:
                     record = model_event_record(event)
                     record["state"] = record.pop("event")
@@ -199,6 +208,7 @@ ROUTES = (
         ControlApi.action,
         "{verb} {name}",
     ),
+    _route("GET", r"/v1/why/(?P<name>.+)", ControlApi.why),
     _route("GET", r"/v1/units/(?P<name>.+)", ControlApi.unit),
     _route("POST", r"/v1/models", ControlApi.launch, "launch a model"),
     _route("DELETE", r"/v1/models/(?P<model>[^/]+)", ControlApi.drop, "drop model {model}"),

@@ -21,6 +21,7 @@ from supervisor.control.health import HealthApi
 from supervisor.control.http import serve
 from supervisor.control.plane import ControlPlane
 from supervisor.control.routes import ControlApi
+from supervisor.control.web import serve_port
 from supervisor.errors import ConfigError, Problem
 
 
@@ -119,4 +120,4 @@ async def serve_health(
     bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
     note(f"health and status on http://{host}:{bound}/readyz")
     task_status.started()
-    await serve(tcp, HealthApi(plane).handle, lambda _s: None)
+    await serve_port(tcp, HealthApi(plane).handle)
