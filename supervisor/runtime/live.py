@@ -147,7 +147,19 @@ class LiveConfig:
         record = self._record(name)
         spec = record.unit.spec
         runner = self.sv.runners.get(name)
-        stderr = [r.line for r in record.logs if r.stream == "stderr" and r.line.strip()]
+        started = max(
+            (
+                e.ts
+                for e in record.history
+                if isinstance(e, Event) and e.new.state is State.STARTING
+            ),
+            default=0.0,
+        )  # the last instance's lines only
+        stderr = [
+            r.line
+            for r in record.logs
+            if r.stream == "stderr" and r.line.strip() and r.ts >= started
+        ]
         return UnitHistory(
             self._view(record),
             tuple(record.history),
