@@ -22,6 +22,15 @@ def kept(path: Path) -> list[Path]:
     return [*rotated, path] if path.exists() else rotated
 
 
+def text_of(path: Path) -> str:
+    """A log file's text; "" while it does not exist (also for the moment of a rotation,
+    between the rename of the current file and the creation of the next)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def numbers(lines: list[str]) -> list[int]:
     found = [LINE.search(line) for line in lines]
     return [int(m.group(1)) for m in found if m]
@@ -103,7 +112,7 @@ def test_unit_output_and_events_go_to_rotated_masked_json_files(tmp_path: Path) 
     current = logs / "alpha" / "printer.log"
     try:
         run.event("alpha/printer", "running", ready=True)
-        wait_until(lambda: current.exists() and '"done"' in current.read_text(), "done logged")
+        wait_until(lambda: '"done"' in text_of(current), "done logged")
         files = kept(current)
         assert [p.name for p in files] == ["printer.log.2", "printer.log.1", "printer.log"]
         records = [json.loads(line) for p in files for line in p.read_text().splitlines()]
@@ -128,14 +137,14 @@ def test_unit_output_and_events_go_to_rotated_masked_json_files(tmp_path: Path) 
             assert SECRET not in (path.read_text() if path.is_file() else "")
 
         events = logs / "supervise.log"
-        wait_until(lambda: "alpha/printer running" in events.read_text(), "events logged")
+        wait_until(lambda: "alpha/printer running" in text_of(events), "events logged")
         event_records = [json.loads(line) for line in events.read_text().splitlines()]
         ready = [r for r in event_records if r["body"].startswith("alpha/printer running")]
         assert ready[-1]["severity_text"] == "INFO" and ready[-1]["severity_number"] == 9
         assert ready[-1]["attributes"]["supervise.event"] == "running"
         assert ready[-1]["attributes"]["process.pid"] > 0
 
-        wait_until(lambda: (tmp_path / "custom-custom.log").exists(), "the custom log file")
+        wait_until(lambda: text_of(tmp_path / "custom-custom.log"), "the custom log file")
         assert "to my own file" in (tmp_path / "custom-custom.log").read_text()
         assert not (logs / "quiet.log").exists()
     finally:
@@ -149,10 +158,8 @@ def test_text_log_files_are_the_printed_lines_with_a_full_timestamp(tmp_path: Pa
     current = tmp_path / "logs" / "alpha" / "printer.log"
     events = tmp_path / "logs" / "supervise.log"
     try:
-        wait_until(lambda: current.exists() and current.read_text().endswith("| done\n"), "done")
-        wait_until(
-            lambda: events.exists() and "alpha/printer running" in events.read_text(), "events"
-        )
+        wait_until(lambda: text_of(current).endswith("| done\n"), "done")
+        wait_until(lambda: "alpha/printer running" in text_of(events), "events")
         stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
         lines = current.read_text().splitlines()
         assert re.fullmatch(stamp + r" alpha/printer \| done", lines[-1])

@@ -1,6 +1,7 @@
 """A small MCP client over streamable HTTP, for probes: `initialize`, then `tools/list`
-(readiness) or `ping` (liveness), as plain JSON-RPC over h11 — not the MCP SDK, which
-must stay off the supervisor's import path.
+(readiness); a `ping` (liveness; preceded by `initialize` only when the server wants a
+session for it). Plain JSON-RPC over h11 — not the MCP SDK, which must stay off the
+supervisor's import path.
 
 Invariants:
 - Every exchange is one HTTP/1.1 request on its own connection; a response is read only
