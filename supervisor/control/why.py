@@ -140,7 +140,7 @@ def _dependency(history: UnitHistory, stack: StackView, dep: str) -> list[str]:
     describe = status.describe()
     if status.state is State.FAILED:
         return [
-            f"{dep} is {describe}.",
+            f"{dep} {describe}.",
             f"`supervise why {dep}` says why; once that is fixed, "
             f"{_start_command(stack, other)} starts it and then {history.view.name}.",
         ]
