@@ -38,6 +38,12 @@ def test_a_server_that_stops_answering_after_ready_is_restarted_by_liveness_and_
         hung = int(run.event("math", "running", ready=True, timeout=60)["pid"])
         other = int(run.event("other", "running", ready=True)["pid"])
         os.kill(hung, signal.SIGSTOP)  # it still accepts (the kernel's backlog), never answers
+        unready = run.wait_for(
+            lambda r: r.get("unit") == "math" and r.get("event") == "running" and not r["ready"]
+            and r.get("reason", "").startswith("liveness:"),
+            "math no longer ready while liveness restarts it",
+        )  # fmt: skip
+        assert unready["pid"] == hung and unready["reason"].endswith("; restarting")
         backoff = run.event("math", "backoff")
         assert backoff["reason"].startswith(
             "liveness: mcp probe failed 3 times in a row (no answer within 0.5 s)"

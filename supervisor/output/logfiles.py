@@ -19,12 +19,15 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from supervisor.config.interpolate import interpolate
+from supervisor.config.load import LoadedStack
 from supervisor.output.format import AnyEvent, file_event, file_line
+from supervisor.plan import Unit
 from supervisor.secrets import Redactor
 
 BUFFER_LINES = 10_000  # lines waiting for a slow disk before the oldest are dropped
@@ -41,6 +44,31 @@ class Routes:
     units: Mapping[str, Path] = field(default_factory=dict)
     max_size: int = 10 * 1024 * 1024
     backups: int = 5
+
+
+def log_routes(loaded: LoadedStack, units: Iterable[Unit]) -> Routes:
+    """Where each unit's output is logged: its `log` path (relative to `log_dir`, else to
+    the stack file), else `log_dir/[MODEL/]PROCESS.log`; the supervisor's own lines go to
+    `log_dir/supervise.log`."""
+    settings = loaded.stack.supervise
+    log_dir = loaded.resolve_path(settings.log_dir) if settings.log_dir else None
+    paths: dict[str, Path] = {}
+    for unit in units:
+        log = unit.spec.log
+        if log is False or (log is None and log_dir is None):
+            continue
+        if log is None:
+            paths[unit.name] = Path(*filter(None, [unit.model, f"{unit.process}.log"]))
+        else:
+            names = {"process": unit.process, "model": unit.model}
+            paths[unit.name] = Path(interpolate(log, names.get))  # names checked at load
+        paths[unit.name] = (log_dir or loaded.base_dir) / paths[unit.name]
+    return Routes(
+        log_dir / EVENTS_FILE if log_dir is not None else None,
+        paths,
+        settings.log_max_size,
+        settings.log_backups,
+    )
 
 
 class RotatingFile:
@@ -154,6 +182,7 @@ class LogFiles:
                 by_path.setdefault(path, []).append(text)
             for path, lines in by_path.items():
                 self._write(path, lines, routes)
+            self._close_unrouted(routes)
         for file in self._files.values():
             file.close()
 
@@ -170,6 +199,12 @@ class LogFiles:
             self._broken.add(path)
             self._files.pop(path, None)
             self.warn(f"cannot write log file {path}: {exc.strerror or exc}; not logging to it")
+
+    def _close_unrouted(self, routes: Routes) -> None:
+        """Files no route leads to any more (a unit removed by a reload) are closed."""
+        wanted = {routes.events, *routes.units.values()}
+        for path in [p for p in self._files if p not in wanted]:
+            self._files.pop(path).close()
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is buffered (bounded: a stuck disk must not hang the exit)."""

@@ -69,6 +69,8 @@ class Transitions(Protocol):
 
     def became_ready(self, child: Child) -> None: ...
 
+    def became_unready(self, child: Child, reason: str) -> None: ...
+
     def stopping(self, child: Child) -> None: ...
 
 
@@ -262,6 +264,7 @@ class Instance:
                     f"liveness: {probe.kind} probe failed {record.live_failures} times "
                     f"in a row ({error})"
                 )
+                self.to.became_unready(child, f"{self.liveness}; restarting")
                 await self._stop_gracefully(child)
                 return
 

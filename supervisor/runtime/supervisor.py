@@ -35,7 +35,6 @@ import anyio.abc
 
 from supervisor.client import registry_entry
 from supervisor.config.handoff import read_published
-from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack, settings_value
 from supervisor.control.plane import Counters, LogRecord
 from supervisor.errors import MissingModelKey
@@ -44,7 +43,7 @@ from supervisor.osproc.guard import Guard
 from supervisor.osproc.launch import Launcher
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
-from supervisor.output.logfiles import EVENTS_FILE, LogFiles, Routes
+from supervisor.output.logfiles import LogFiles, log_routes
 from supervisor.output.printer import Printer
 from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, render
 from supervisor.policy import failure_action
@@ -457,31 +456,6 @@ class Supervisor:
 
     def released(self, child: Child) -> None:
         self.guard.forget(child.pid)
-
-
-def log_routes(loaded: LoadedStack, units: Iterable[Unit]) -> Routes:
-    """Where each unit's output is logged: its `log` path (relative to `log_dir`, else to
-    the stack file), else `log_dir/[MODEL/]PROCESS.log`; the supervisor's own lines go to
-    `log_dir/supervise.log`."""
-    settings = loaded.stack.supervise
-    log_dir = loaded.resolve_path(settings.log_dir) if settings.log_dir else None
-    paths: dict[str, Path] = {}
-    for unit in units:
-        log = unit.spec.log
-        if log is False or (log is None and log_dir is None):
-            continue
-        if log is None:
-            paths[unit.name] = Path(*filter(None, [unit.model, f"{unit.process}.log"]))
-        else:
-            names = {"process": unit.process, "model": unit.model}
-            paths[unit.name] = Path(interpolate(log, names.get))  # names checked at load
-        paths[unit.name] = (log_dir or loaded.base_dir) / paths[unit.name]
-    return Routes(
-        log_dir / EVENTS_FILE if log_dir is not None else None,
-        paths,
-        settings.log_max_size,
-        settings.log_backups,
-    )
 
 
 def base_pairs(loaded: LoadedStack) -> list[tuple[str, str]]:

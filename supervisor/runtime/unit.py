@@ -299,6 +299,9 @@ class UnitRunner:
     def became_ready(self, child: Child) -> None:
         self._set(State.RUNNING, pid=child.pid, ready=True)
 
+    def became_unready(self, child: Child, reason: str) -> None:
+        self._set(State.RUNNING, pid=child.pid, ready=False, reason=reason)
+
     def stopping(self, child: Child) -> None:
         self._set(State.STOPPING, pid=child.pid)
 
