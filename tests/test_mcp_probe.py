@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from supervisor.client import Client
 from supervisor.observe import ToolsEvent, tool_list
 from supervisor.runtime.mcp import McpError, result_of, sse_messages
 from tests.helpers import PY, ROOT, Run, cli, wait_until, write_stack
@@ -247,6 +248,7 @@ def test_a_restart_with_another_tool_list_is_an_event_with_both_hashes(tmp_path:
         first = run.wait_for(lambda r: r.get("event") == "tools", "the first tool list")
         assert "previous_hash" not in first
         mark = len(run.records)
+        stream = Client(str(tmp_path / ".supervise" / "control.sock")).events()
         again = cli("restart", "alpha/tools", "-c", str(run.stack))
         assert again.returncode == 0, again.stderr
         set_ = cli("set", "alpha", "TOOLS=add,multiply,divide", "-c", str(run.stack))
@@ -257,5 +259,8 @@ def test_a_restart_with_another_tool_list_is_an_event_with_both_hashes(tmp_path:
         # The restart with the same tools was no event; the set's restart was one.
         assert changed["names"] == ["add", "divide", "multiply"]
         assert changed["previous_hash"] == first["tools_hash"] != changed["tools_hash"]
+        streamed = next(e for e in stream if e["state"] == "tools")  # also on /v1/events
+        stream.close()
+        assert (streamed["unit"], streamed["tools_hash"]) == ("alpha/tools", changed["tools_hash"])
     finally:
         assert run.stop() == 0

@@ -272,3 +272,45 @@ def test_why_explains_every_state_from_its_history(
     text = explain(history_, stack_, NOW)
     clock = re.sub(r"\d\d:\d\d:\d\d \(", "23:59:55 (", text)
     assert want in clock, clock
+
+
+ASKER = """
+import os
+from supervisor.client import Client, ClientError
+model = os.environ["SUPERVISE_MODEL"]
+other = "beta" if model == "alpha" else "alpha"
+print("own:", Client().why(f"{model}/svc")["why"], flush=True)
+try:
+    Client().why(f"{other}/svc")
+except ClientError as exc:
+    print("other:", exc.status, exc.message, flush=True)
+"""
+
+TWO_MODELS = f"""
+[models.alpha]
+[models.beta]
+
+[processes.svc]
+per_model = true
+command = ["{PY}", "{SVC}"]
+start_seconds = 0.1
+
+[processes.asker]
+per_model = true
+oneshot = true
+command = ["{PY}", "-c", '''{ASKER}''']
+cwd = "{ROOT}"
+depends_on = {{ svc = "started" }}
+"""
+
+
+def test_a_unit_may_ask_why_of_its_own_models_units_only(tmp_path: Path) -> None:
+    run = Run(write_stack(tmp_path, TWO_MODELS))
+    try:
+        own = run.line("alpha/asker", "own:")
+        assert own["line"].startswith("own: alpha/svc is running")
+        other = run.line("alpha/asker", "other:")
+        assert other["line"].startswith("other: 403 ")
+        assert "not read why beta/svc" in other["line"]
+    finally:
+        assert run.stop() == 0

@@ -87,6 +87,10 @@ class ControlApi:
 
     async def why(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
         history = self.plane.history(p["name"])
+        owner = history.view.model
+        if not caller.operator and (owner is None or caller.model != owner):
+            # It quotes the unit's stderr: like logs, that is its model's or an operator's.
+            _forbid(caller, f"read why {p['name']}")
         text = explain(history, self.plane.view())
         return Response(body={"unit": p["name"], "why": self.plane.redactor.mask(text)})
 
@@ -190,8 +194,9 @@ class ControlApi:
                 if isinstance(event, Event):
                     record = event_record(event)
                     record["state"] = record.pop("event")
-                elif isinstance(event, ToolsEvent):
+                elif isinstance(event, ToolsEvent):  # "state": "tools", like every record
                     record = tools_event_record(event)
+                    record["state"] = record.pop("event")
                 else:
                     record = model_event_record(event)
                     record["state"] = record.pop("event")
