@@ -272,6 +272,12 @@ class Process(_Strict):
     log: Literal[False] | str | None = None
 
     @model_validator(mode="after")
+    def _live_rules(self) -> Process:
+        if self.oneshot and self.live is not None:
+            raise ValueError("a oneshot completes; it takes no live probe")
+        return self
+
+    @model_validator(mode="after")
     def _log_path(self) -> Process:
         if not isinstance(self.log, str):
             return self
@@ -312,8 +318,6 @@ class Process(_Strict):
     def _oneshot_rules(self) -> Process:
         if self.oneshot and self.ready is not None:
             raise ValueError("a oneshot completes; it takes no ready probe")
-        if self.oneshot and self.live is not None:
-            raise ValueError("a oneshot completes; it takes no live probe")
         if self.socket and self.port is None:
             raise ValueError('socket = true needs a port (a number or "auto")')
         if self.socket and self.oneshot:
