@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -90,7 +90,7 @@ def render(view: StackView, documents: Sequence[Mapping[str, Any]], build: str, 
     return "".join(_exposition(f) for f in families.values())
 
 
-Family = Any  # the `family` factory of `render`
+Family = Callable[[str, str, str], _Family]  # `render`'s factory: name, type, help
 
 
 def _models(view: StackView, family: Family) -> None:

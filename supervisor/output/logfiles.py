@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack
+from supervisor.config.model import DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_SIZE
 from supervisor.output.format import AnyEvent, file_event, file_line
 from supervisor.plan import Unit
 from supervisor.secrets import Redactor
@@ -42,8 +43,8 @@ class Routes:
 
     events: Path | None = None
     units: Mapping[str, Path] = field(default_factory=dict)
-    max_size: int = 10 * 1024 * 1024
-    backups: int = 5
+    max_size: int = DEFAULT_LOG_MAX_SIZE
+    backups: int = DEFAULT_LOG_BACKUPS
 
 
 def log_routes(loaded: LoadedStack, units: Iterable[Unit]) -> Routes:
