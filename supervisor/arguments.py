@@ -136,4 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--since", metavar="WHEN", help="only newer lines: 90s, 10m, 2h or a time")
     logs.add_argument("--grep", metavar="REGEX", help="only lines that match")
     logs.add_argument("--no-events", action="store_true", help="only the units' own output")
+    why = add("why", "explain a unit's state: what it waits for, why it failed, what unblocks it")
+    why.add_argument("unit")
     return parser

@@ -195,6 +195,8 @@ def _describe(loaded: LoadedStack, models: list[str], units: Mapping[str, Unit])
                 words.append("inject " + ", ".join(shown))
             if spec.ready is not None:
                 words.append(f"ready by {spec.ready.kind}")
+            if spec.live is not None:
+                words.append(f"live by {spec.live.kind}")
             if not spec.required:
                 words.append("not required")
             lines.append(f"  {unit.name}: " + "; ".join(words))

@@ -269,6 +269,9 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
         for record in records:
             print(fmt.format_log(record), flush=args.follow)
         return EXIT_OK
+    if command == "why":
+        print(api.why(args.unit)["why"])
+        return EXIT_OK
     raise AssertionError(command)
 
 

@@ -337,6 +337,10 @@ class Client:
     def events(self) -> Generator[dict[str, Any], None, None]:
         return self._stream("/v1/events")
 
+    def why(self, unit: str) -> dict[str, Any]:
+        """One paragraph explaining the unit's state: `{"unit", "why"}`."""
+        return self._call("GET", f"/v1/why/{quote(unit)}")
+
 
 class AsyncClient:
     """The same calls for async code; each runs in a worker thread (anyio)."""
@@ -389,3 +393,6 @@ class AsyncClient:
 
     async def reload(self, timeout: float | None = None) -> dict[str, Any]:
         return await self._run("reload", timeout)
+
+    async def why(self, unit: str) -> dict[str, Any]:
+        return await self._run("why", unit)

@@ -17,6 +17,7 @@ from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack
 from supervisor.config.model import (
     Condition,
+    Liveness,
     Probe,
     Process,
 )
@@ -198,11 +199,20 @@ def levels(units: Mapping[str, Unit]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class RenderedProbe:
-    kind: Literal["tcp", "http", "exec", "log", "notify"]
+    kind: Literal["tcp", "http", "exec", "log", "notify", "mcp"]
     target: tuple[str, ...]
     interval: float
     timeout: float
     within: float
+
+
+@dataclass(frozen=True)
+class RenderedLive:
+    """A liveness probe: `probe.within` is unused (liveness has no deadline, only a
+    count of consecutive failures)."""
+
+    probe: RenderedProbe
+    failures: int
 
 
 @dataclass(frozen=True)
@@ -215,6 +225,7 @@ class Rendering:
     port: int | None
     probe: RenderedProbe | None
     injected: tuple[str, ...] = field(default=())
+    live: RenderedLive | None = None
 
     @property
     def environ(self) -> dict[str, str]:
@@ -331,6 +342,7 @@ def render(unit: Unit, ctx: RenderContext) -> Rendering:
         port=port,
         probe=probe,
         injected=tuple(spec.inject),
+        live=_render_live(spec.live, lambda field_name, t: text(f"live.{field_name}", t)),
     )
 
 
@@ -350,3 +362,22 @@ def _render_probe(probe: Probe | None, text: Callable[[str, str], str]) -> Rende
     else:
         target = (text(kind, str(getattr(probe, kind))),)
     return RenderedProbe(kind, target, probe.interval, probe.timeout, probe.within)  # type: ignore[arg-type]
+
+
+def _render_live(live: Liveness | None, text: Callable[[str, str], str]) -> RenderedLive | None:
+    if live is None:
+        return None
+    kind = live.kind
+    target: tuple[str, ...]
+    if kind == "exec":
+        command = live.exec or ""
+        words = command if isinstance(command, list) else shlex.split(command)
+        target = tuple(text("exec", w) for w in words)
+    elif kind == "notify":
+        target = ()
+    elif kind == "log":
+        target = (live.log or "",)
+    else:
+        target = (text(kind, str(getattr(live, kind))),)
+    probe = RenderedProbe(kind, target, live.interval, live.timeout, live.interval)  # type: ignore[arg-type]
+    return RenderedLive(probe, live.failures)

@@ -81,6 +81,7 @@ class Ended:
     probe_error: str = ""  # not ready within its probe's `within`: a failed start
     fatal: str = ""  # cannot work on a retry (spawn error, bad publish, dead zygote)
     last_stderr: str = ""
+    liveness: str = ""  # stopped after failed liveness attempts: "liveness: ..."
 
 
 @dataclass(frozen=True)
@@ -129,14 +130,15 @@ def after_exit(
         return GiveUp(ended.last_stderr or "exited 78: configuration error")
     if spec.oneshot and code == 0:
         return Exited(0)
-    why = ended.probe_error or describe_exit(code)
+    probe_failed = bool(ended.probe_error or ended.liveness)
+    why = ended.liveness or ended.probe_error or describe_exit(code)
     again = should_restart(spec.restart, code, spec.oneshot) or (
-        bool(ended.probe_error) and spec.restart != "never"
+        probe_failed and spec.restart != "never"
     )
     # An exit 0 is a failure only when the unit is to run again and died young
     # (restart = "always" on a command that returns at once): it must back off.
     died_young = ended.ran < spec.start_seconds and not ended.was_ready
-    failure = code != 0 or bool(ended.probe_error) or (again and died_young)
+    failure = code != 0 or probe_failed or (again and died_young)
     if failure:
         failures.record(now)
     if not again:

@@ -83,6 +83,8 @@ class Blocker:
     reason: str
     permanent: bool = False  # nothing running will lift it: waiters are answered at once
     operator: bool = False  # an operator can lift it (start a unit, set a key)
+    dependency: str = ""  # the unit it waits for, if that is what blocks it
+    key: str = ""  # the model key it waits for, if that is what blocks it
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from supervisor.config.interpolate import TemplateSyntaxError, references
 from supervisor.errors import InvalidValue
 from supervisor.secrets import redact
 
@@ -52,6 +53,11 @@ DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_COALESCE = 0.05  # runtime-config changes inside this window make one restart
 DEFAULT_LOG_LINES = 2000  # per unit; a line is at most 16 KiB, most are far shorter
 DEFAULT_MAX_CONNECTIONS = 128  # per listening port; a unit may hold a few, agents one each
+DEFAULT_LIVE_INTERVAL = 10.0  # between liveness attempts (Kubernetes' periodSeconds)
+DEFAULT_LIVE_TIMEOUT = 2.0  # one liveness attempt
+DEFAULT_LIVE_FAILURES = 3  # consecutive failed liveness attempts that restart a unit
+DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024  # a log file is rotated before it grows past this
+DEFAULT_LOG_BACKUPS = 5  # rotated log files kept beside the current one
 
 
 def is_safe_name(value: str) -> bool:
@@ -172,19 +178,25 @@ class Probe(_Strict):
     exec: str | list[str] | None = None
     log: str | None = None
     notify: bool | None = None
+    mcp: str | None = None  # an MCP `initialize` + `tools/list` over streamable HTTP
     interval: float = Field(DEFAULT_PROBE_INTERVAL, gt=0)
     timeout: float = Field(DEFAULT_PROBE_TIMEOUT, gt=0)
     within: float = Field(DEFAULT_PROBE_WITHIN, gt=0)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Probe:
-        kinds = [k for k in ("tcp", "http", "exec", "log", "notify") if getattr(self, k)]
+        kinds = [k for k in ("tcp", "http", "exec", "log", "notify", "mcp") if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError(
-                "a probe needs exactly one of tcp, http, exec, log, notify"
+                "a probe needs exactly one of tcp, http, exec, log, notify, mcp"
                 + (f" (got {', '.join(kinds)})" if kinds else "")
             )
         return self
+
+    @field_validator("mcp")
+    @classmethod
+    def _mcp_url(cls, value: str | None) -> str | None:
+        return _check_url(value)
 
     @field_validator("log")
     @classmethod
@@ -202,7 +214,92 @@ class Probe(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("tcp", "http", "exec", "log", "notify") if getattr(self, k))
+        return next(k for k in ("tcp", "http", "exec", "log", "notify", "mcp") if getattr(self, k))
+
+
+PROBE_KINDS = ("tcp", "http", "exec", "log", "notify", "mcp")
+
+
+def _check_one_kind(probe: BaseModel) -> None:
+    kinds = [k for k in PROBE_KINDS if getattr(probe, k)]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"a probe needs exactly one of {', '.join(PROBE_KINDS)}"
+            + (f" (got {', '.join(kinds)})" if kinds else "")
+        )
+
+
+def _check_url(value: str | None) -> str | None:
+    """An http:// URL (the probes speak plain HTTP to loopback), its `${...}` well formed."""
+    if value is None:
+        return value
+    try:
+        list(references(value))
+    except TemplateSyntaxError as exc:
+        raise ValueError(str(exc)) from exc
+    if not value.startswith("http://"):
+        raise ValueError(f"only http:// URLs are probed, got {value!r}")
+    return value
+
+
+class Liveness(_Strict):
+    """How a ready unit keeps proving that it serves (`live = {...}`, the Kubernetes
+    livenessProbe): one probe kind, tried every `interval` once the unit is ready, each
+    attempt bounded by `timeout`; `failures` consecutive failed attempts restart the unit
+    (only it) with the reason "liveness: ...". `mcp` sends an MCP `ping`; `log` passes
+    when a line matched since the previous attempt, `notify` when a `WATCHDOG=1` came."""
+
+    tcp: Annotated[str, BeforeValidator(_scalar_to_str)] | None = None
+    http: str | None = None
+    exec: str | list[str] | None = None
+    log: str | None = None
+    notify: bool | None = None
+    mcp: str | None = None
+    interval: float = Field(DEFAULT_LIVE_INTERVAL, gt=0)
+    timeout: float = Field(DEFAULT_LIVE_TIMEOUT, gt=0)
+    failures: int = Field(DEFAULT_LIVE_FAILURES, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Liveness:
+        _check_one_kind(self)
+        return self
+
+    @field_validator("log")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("http", "mcp")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in PROBE_KINDS if getattr(self, k))
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _byte_size(value: object) -> object:
+    """`10485760`, "10MiB", "10M", "512KB": a size in bytes (K, M, G are powers of 1024)."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError(f'expected a size like 10485760 or "10MiB", got {value!r}')
+        unit = (match.group(2) or "").upper()[:1]
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=1)]
 
 
 class Process(_Strict):
@@ -234,6 +331,36 @@ class Process(_Strict):
     failure_window: float = Field(DEFAULT_FAILURE_WINDOW, gt=0)
     backoff_initial: float = Field(DEFAULT_BACKOFF_INITIAL, ge=0)
     backoff_max: float = Field(DEFAULT_BACKOFF_MAX, ge=0)
+    # Runs once the unit is ready; consecutive failures restart it.
+    live: Liveness | None = None
+    # Its output's log file: false for none, a path (relative to `log_dir`, else to the
+    # stack file; `${model}` is the model's name), or unset for `log_dir`'s default.
+    log: Literal[False] | str | None = None
+
+    @model_validator(mode="after")
+    def _live_rules(self) -> Process:
+        if self.oneshot and self.live is not None:
+            raise ValueError("a oneshot completes; it takes no live probe")
+        return self
+
+    @model_validator(mode="after")
+    def _log_path(self) -> Process:
+        if not isinstance(self.log, str):
+            return self
+        if not self.log.strip():
+            raise ValueError("log path is empty (use `log = false` for no log file)")
+        allowed = {"model", "process"} if self.per_model else {"process"}
+        try:
+            names = [name for name, _ in references(self.log)]
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"log: {exc}") from exc
+        for name in names:
+            if name not in allowed:
+                raise ValueError(
+                    f"log: ${{{name}}} cannot be used in a log path; "
+                    f"only {', '.join(f'${{{n}}}' for n in sorted(allowed))}"
+                )
+        return self
 
     @field_validator("command")
     @classmethod
@@ -292,6 +419,11 @@ class Settings(_Strict):
     max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1, le=65536)
     # Recent output lines kept per unit (and of the supervisor's own) for `logs`.
     log_lines: int = Field(DEFAULT_LOG_LINES, ge=0, le=1_000_000)
+    # Each unit's output to LOG_DIR/[MODEL/]PROCESS.log, the supervisor's own lines to
+    # LOG_DIR/supervise.log (relative to the stack file); rotated by size.
+    log_dir: str | None = None
+    log_max_size: ByteSize = DEFAULT_LOG_MAX_SIZE
+    log_backups: int = Field(DEFAULT_LOG_BACKUPS, ge=0)
 
     @field_validator("http")
     @classmethod
@@ -324,6 +456,16 @@ class Stack(_Strict):
                 except InvalidValue as exc:
                     raise ValueError(f"models.{name}.{key}: {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _own_log_file(self) -> Stack:
+        process = self.processes.get("supervise")
+        if self.supervise.log_dir and process and not process.per_model and process.log is None:
+            raise ValueError(
+                "processes.supervise: its default log file would be the supervisor's own "
+                "supervise.log; give it `log = PATH` (or `log = false`)"
+            )
+        return self
 
     @field_validator("processes")
     @classmethod

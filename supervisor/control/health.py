@@ -1,19 +1,39 @@
 """Read-only health and status on the `http` port (the platform's health check):
 `/healthz` while the loop is alive, `/readyz` (200 when ready, else 503 with why),
-`/status` without secrets. Any other method is 405: changes go through the socket."""
+`/status` without secrets, `/metrics` (Prometheus), and the live status page at `/` with
+the two read-only views it shows on a click: `/logs?unit=U` (a unit's last lines,
+masked) and `/why?unit=U`. Any other method is 405: changes go through the socket."""
 
 from __future__ import annotations
 
 import time
+from importlib import resources
 
-from supervisor.control.http import ApiError, Request, Response
+from supervisor.control.http import ApiError, Raw, Request, Response
+from supervisor.control.metrics import CONTENT_TYPE, metrics_text
 from supervisor.control.plane import ControlPlane
 from supervisor.control.status import readiness, status_document
+from supervisor.control.why import explain
+from supervisor.errors import ControlError
+
+PAGE_LINES = 200  # at most this many of a unit's last lines for the page
+HTML = "text/html; charset=utf-8"
+# The page loads nothing from elsewhere, and the browser is told to hold it to that.
+PAGE_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
 
 
 class HealthApi:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self.page = resources.files("supervisor.control").joinpath("status.html").read_bytes()
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -29,4 +49,39 @@ class HealthApi:
             return Response(200 if ready else 503, body)
         if request.path == "/status":
             return Response(body=status_document(self.plane, full=False))
+        if request.path == "/metrics":
+            return Response(body=Raw(metrics_text(self.plane).encode(), CONTENT_TYPE))
+        if request.path == "/":
+            return Response(body=Raw(self.page, HTML), headers=PAGE_HEADERS)
+        if request.path == "/logs":
+            return self._logs(request)
+        if request.path == "/why":
+            name = self._unit(request)
+            try:
+                history = self.plane.history(name)
+            except ControlError as exc:
+                raise ApiError(404, exc.kind, exc.message) from exc
+            text = explain(history, self.plane.view())
+            return Response(body={"unit": name, "why": self.plane.redactor.mask(text)})
         raise ApiError(404, "not_found", f"no such endpoint {request.path!r}; try /readyz")
+
+    def _logs(self, request: Request) -> Response:
+        name = self._unit(request)
+        count = min(int(request.number("lines", 50)), PAGE_LINES)
+        try:
+            records = self.plane.recent_logs(name)
+        except ControlError as exc:
+            raise ApiError(404, exc.kind, exc.message) from exc
+        mask = self.plane.redactor.mask
+        lines = [
+            {"ts": r.ts, "stream": r.stream, "line": mask(r.line)}
+            for r in (records[-count:] if count else [])
+        ]
+        return Response(body={"unit": name, "lines": lines})
+
+    @staticmethod
+    def _unit(request: Request) -> str:
+        name = request.query.get("unit", [""])[-1]
+        if not name:
+            raise ApiError(400, "bad_request", "which unit? add ?unit=NAME")
+        return name

@@ -85,6 +85,14 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class Raw:
+    """A body sent as it is, with its content type (the status page, /metrics)."""
+
+    data: bytes
+    content_type: str
+
+
 async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer: Any) -> None:
     """Answer one request on `stream`; a malformed or too slow one gets an error answer
     (400, 408, 413, 431) with a JSON body, then the connection closes."""
@@ -114,10 +122,33 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer:
         except Exception as exc:
             error = ApiError(500, "internal", f"internal error: {exc!r}")
             response = Response(500, _error_body(error))
-        if response.stream is None:
+        if isinstance(response.body, Raw):
+            await _send_raw(conn, stream, response, head_only=request.method == "HEAD")
+        elif response.stream is None:
             await _send_json(conn, stream, response.status, response.body, response.headers)
         else:
             await _send_stream(conn, stream, response)
+
+
+async def _send_raw(
+    conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response, *, head_only: bool
+) -> None:
+    body = response.body
+    assert isinstance(body, Raw)
+    head = [
+        ("Content-Type", body.content_type),
+        ("Content-Length", str(len(body.data))),
+        ("Cache-Control", "no-store"),
+        ("Connection", "close"),
+        *response.headers,
+    ]
+    try:
+        await stream.send(conn.send(h11.Response(status_code=response.status, headers=head)))
+        if not head_only:
+            await stream.send(conn.send(h11.Data(data=body.data)))
+        await stream.send(conn.send(h11.EndOfMessage()))
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, h11.LocalProtocolError):
+        return
 
 
 async def _send_error(conn: h11.Connection, stream: anyio.abc.ByteStream, exc: ApiError) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from supervisor.observe import Note, ProbeStats, ToolList, ToolsEvent
 from supervisor.secrets import Redactor
 from supervisor.state import Event, ModelEvent, ModelStatus, Status
 
@@ -43,6 +44,41 @@ class UnitView:
     required: bool
     note: str = ""  # the latest sd_notify STATUS=
     leader: int | None = None  # the live instance's pid
+    tools: ToolList | None = None  # what its mcp probe listed when it last became ready
+    probes: tuple[ProbeStats, ...] = ()  # latencies of its ready and live probes
+    live_failures: int = 0  # consecutive failed liveness attempts right now
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the supervisor counted since it started (for /metrics)."""
+
+    started: float = 0.0  # wall clock
+    reloads: int = 0  # reloads asked for (file edits, SIGHUP, `supervise reload`)
+    last_reload_ok: bool = True  # the last reload took (or none was asked for yet)
+    last_reload_at: float | None = None  # wall clock of the last reload that took
+    changes: Mapping[str, int] = field(default_factory=dict)  # per model: changes applied
+    # Per model: seconds its last change (a `set`, a reload) took, until ready again.
+    last_change_seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnitHistory:
+    """What `supervise why` explains a unit from: its recent events and notes (oldest
+    first), its last stderr lines, and the rules that decide what comes next."""
+
+    view: UnitView
+    entries: tuple[Event | Note | ToolsEvent, ...]
+    stderr: tuple[str, ...]  # the last few non-empty stderr lines
+    depends_on: tuple[tuple[str, str], ...]  # (unit, condition)
+    restart: str  # its restart policy
+    max_failures: int
+    failure_window: float
+    recent_failures: int  # failures inside the window now
+    next_start: float | None  # wall clock of the start a backoff waits for
+    probe: str  # its ready probe kind ("" without one)
+    probe_error: str  # the latest failed probe attempt's error
+    live: str  # its live probe kind ("" without one)
 
 
 @dataclass(frozen=True)
@@ -53,6 +89,7 @@ class StackView:
     units: tuple[UnitView, ...]
     models: Mapping[str, ModelStatus]
     config_error: str = ""
+    counters: Counters = field(default_factory=Counters)
 
 
 @dataclass(frozen=True)
@@ -123,7 +160,9 @@ class ControlPlane(Protocol):
 
     def recent_logs(self, unit: str | None, *, events: bool = True) -> list[LogRecord]: ...
 
-    def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent]: ...
+    def history(self, name: str) -> UnitHistory: ...
+
+    def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent | ToolsEvent]: ...
 
     def subscribe_logs(self) -> MemoryObjectReceiveStream[LogRecord]: ...
 

@@ -29,9 +29,11 @@ from supervisor.control.plane import (
     UnitResult,
 )
 from supervisor.control.status import status_document, unit_document
+from supervisor.control.why import explain
 from supervisor.errors import ControlError
+from supervisor.observe import ToolsEvent
 from supervisor.osproc.usage import TreeUsage, process_table
-from supervisor.output.format import event_record, model_event_record
+from supervisor.output.format import event_record, model_event_record, tools_event_record
 from supervisor.state import Event
 
 STATUS_OF_KIND = {
@@ -84,6 +86,15 @@ class ControlApi:
 
     async def status(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
         return Response(body=status_document(self.plane, full=caller.operator))
+
+    async def why(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
+        history = self.plane.history(p["name"])
+        owner = history.view.model
+        if not caller.operator and (owner is None or caller.model != owner):
+            # It quotes the unit's stderr: like logs, that is its model's or an operator's.
+            _forbid(caller, f"read why {p['name']}")
+        text = explain(history, self.plane.view())
+        return Response(body={"unit": p["name"], "why": self.plane.redactor.mask(text)})
 
     async def unit(self, request: Request, caller: Caller, p: dict[str, str]) -> Response:
         view = self.plane.unit_view(p["name"])
@@ -198,6 +209,9 @@ class ControlApi:
                 if isinstance(event, Event):
                     record = event_record(event)
                     record["state"] = record.pop("event")
+                elif isinstance(event, ToolsEvent):  # "state": "tools", like every record
+                    record = tools_event_record(event)
+                    record["state"] = record.pop("event")
                 else:
                     record = model_event_record(event)
                     record["state"] = record.pop("event")
@@ -214,6 +228,7 @@ ROUTES = (
         ControlApi.action,
         "{verb} {name}",
     ),
+    _route("GET", r"/v1/why/(?P<name>.+)", ControlApi.why),
     _route("GET", r"/v1/units/(?P<name>.+)", ControlApi.unit),
     _route("POST", r"/v1/models", ControlApi.launch, "launch a model"),
     _route("DELETE", r"/v1/models/(?P<model>[^/]+)", ControlApi.drop, "drop model {model}"),

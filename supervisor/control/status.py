@@ -34,6 +34,9 @@ def unit_document(
         "required": view.required,
         "cpu": None,
         "rss": None,
+        "tools": view.tools.count if view.tools is not None else None,
+        "tools_hash": view.tools.digest if view.tools is not None else None,
+        "live_failures": view.live_failures,
     }
     if usage is not None and view.leader is not None:
         document["cpu"], document["rss"] = usage.of(view.leader)

@@ -1,14 +1,19 @@
-"""Formatting, pure: `run`'s output lines and events (text, colour, JSON), and the CLI's
-status table and change summaries. Standard library only, so client commands can use it
-without importing the runtime."""
+"""Formatting, pure: `run`'s output lines and events (text, colour, JSON), log-file lines
+(text, or JSON in OpenTelemetry's log data model), and the CLI's status table and change
+summaries. Standard library only, so client commands can use it without importing the
+runtime."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
-from supervisor.state import Event, ModelEvent
+from supervisor.observe import ToolsEvent
+from supervisor.state import Event, ModelEvent, ModelState, State
+
+AnyEvent = Event | ModelEvent | ToolsEvent
 
 SUPERVISOR_NAME = "supervise"
 _COLORS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)
@@ -61,16 +66,126 @@ def model_event_record(event: ModelEvent) -> dict[str, Any]:
     return record
 
 
-def format_event(event: Event | ModelEvent, *, fmt: str, width: int, color: bool) -> str:
+def tools_event_record(event: ToolsEvent) -> dict[str, Any]:
+    """A tool-list event as `run --log-format json` prints it."""
+    record: dict[str, Any] = {
+        "ts": event.ts,
+        "unit": event.unit,
+        "event": "tools",
+        "tools": event.new.count,
+        "tools_hash": event.new.digest,
+        "names": list(event.new.names),
+    }
+    if event.old is not None:
+        record["previous_hash"] = event.old.digest
+    return record
+
+
+def event_text(event: AnyEvent) -> str:
+    """An event in words: "alpha/trade running pid 4121 ready"."""
     if isinstance(event, ModelEvent):
-        if fmt == "json":
+        return f"model {event.model} {event.new.describe()}"
+    if isinstance(event, ToolsEvent):
+        return event.describe()
+    return f"{event.unit} {event.new.describe()}"
+
+
+def format_event(event: AnyEvent, *, fmt: str, width: int, color: bool) -> str:
+    if fmt == "json":
+        if isinstance(event, ModelEvent):
             return json.dumps(model_event_record(event))
-        text = f"model {event.model} {event.new.describe()}"
-    else:
-        if fmt == "json":
-            return json.dumps(event_record(event))
-        text = f"{event.unit} {event.new.describe()}"
+        if isinstance(event, ToolsEvent):
+            return json.dumps(tools_event_record(event))
+        return json.dumps(event_record(event))
+    text = event_text(event)
     return format_line(event.ts, SUPERVISOR_NAME, "event", text, fmt=fmt, width=width, color=color)
+
+
+# ------------------------------------------------------------------ log files
+
+# OpenTelemetry's severity numbers for the texts used (logs data model, SeverityNumber).
+SEVERITY = {"INFO": 9, "WARN": 13, "ERROR": 17}
+
+
+def stamp(ts: float) -> str:
+    """Local time with its offset, to the millisecond: log files span days and zones."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def _unit_attributes(unit: str) -> dict[str, Any]:
+    model, _, process = unit.rpartition("/")
+    attributes: dict[str, Any] = {"supervise.unit": unit, "supervise.process": process}
+    if model:
+        attributes["supervise.model"] = model
+    return attributes
+
+
+def file_line(ts: float, unit: str, stream: str, line: str, *, fmt: str) -> str:
+    """One output line of a unit (or, with stream "event", a note of the supervisor's) as
+    written to a log file: as printed, with a full timestamp; or one JSON object with
+    OpenTelemetry log data model names (a unit's output has no severity of its own)."""
+    if fmt != "json":
+        return f"{stamp(ts)} {unit} | {line}"
+    record: dict[str, Any] = {"timestamp": stamp(ts)}
+    if stream == "event":
+        record.update(severity_text="INFO", severity_number=SEVERITY["INFO"])
+        attributes: dict[str, Any] = {}
+    else:
+        attributes = {**_unit_attributes(unit), "log.iostream": stream}
+    record.update(body=line, attributes=attributes)
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _severity(event: AnyEvent) -> str:
+    if isinstance(event, ModelEvent):
+        return "ERROR" if event.new.state in (ModelState.STOPPING, ModelState.FAILED) else "INFO"
+    if isinstance(event, Event):
+        if event.new.state is State.FAILED:
+            return "ERROR"
+        if event.new.state is State.BACKOFF:
+            return "WARN"
+    return "INFO"
+
+
+def file_event(event: AnyEvent, *, fmt: str) -> str:
+    """A state change, as written to `supervise.log`."""
+    text = event_text(event)
+    if fmt != "json":
+        return f"{stamp(event.ts)} {SUPERVISOR_NAME} | {text}"
+    attributes: dict[str, Any]
+    if isinstance(event, ModelEvent):
+        attributes = {"supervise.model": event.model, "supervise.event": str(event.new.state)}
+        if event.new.reason:
+            attributes["supervise.reason"] = event.new.reason
+    elif isinstance(event, ToolsEvent):
+        attributes = {
+            **_unit_attributes(event.unit),
+            "supervise.event": "tools",
+            "mcp.tools.count": event.new.count,
+            "mcp.tools.hash": event.new.digest,
+        }
+    else:
+        new = event.new
+        attributes = {
+            **_unit_attributes(event.unit),
+            "supervise.event": str(new.state),
+            "supervise.ready": new.ready,
+        }
+        if new.pid is not None:
+            attributes["process.pid"] = new.pid
+        if new.exit_code is not None:
+            attributes["process.exit.code"] = new.exit_code
+        if new.reason:
+            attributes["supervise.reason"] = new.reason
+    severity = _severity(event)
+    record = {
+        "timestamp": stamp(event.ts),
+        "severity_text": severity,
+        "severity_number": SEVERITY[severity],
+        "body": text,
+        "attributes": attributes,
+    }
+    return json.dumps(record, ensure_ascii=False)
 
 
 # ------------------------------------------------------------------ CLI
@@ -94,7 +209,19 @@ def _size(value: int | None) -> str:
 def format_status(answer: dict[str, Any]) -> str:
     """The `supervise status` table (one unit, or all with the models' states)."""
     units = answer.get("units", [answer] if "unit" in answer else [])
-    header = ("UNIT", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "RSS", "REASON")
+    header = (
+        "UNIT",
+        "STATE",
+        "READY",
+        "PID",
+        "PORT",
+        "RESTARTS",
+        "UPTIME",
+        "CPU",
+        "RSS",
+        "TOOLS",
+        "REASON",
+    )
     rows = [header]
     for u in units:
         rows.append(
@@ -108,6 +235,7 @@ def format_status(answer: dict[str, Any]) -> str:
                 _age(u.get("uptime")),
                 "-" if u.get("cpu") is None else f"{u['cpu']:.1f}s",
                 _size(u.get("rss")),
+                "-" if u.get("tools") is None else f"{u['tools']} {u.get('tools_hash')}",
                 u.get("reason") or "",
             )
         )

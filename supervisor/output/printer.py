@@ -4,7 +4,8 @@ prints them; it knows nothing of processes (honcho's printer is the model).
 It writes from a thread of its own through a bounded buffer, so a blocked stdout never
 blocks the event loop and therefore never blocks a unit: when the buffer is full the
 oldest lines are dropped and a line says how many. Everything is masked by the
-`Redactor` it is given before it is queued.
+`Redactor` it is given before it is queued. A `tee` (the log files) gets every line and
+event too, and masks them with the same redactor.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from supervisor.output.format import SUPERVISOR_NAME, format_event, format_line
+from supervisor.output.format import SUPERVISOR_NAME, AnyEvent, format_event, format_line
 from supervisor.secrets import Redactor
-from supervisor.state import Event, ModelEvent
 
 BUFFER_LINES = 10_000  # lines waiting for a slow stdout before the oldest are dropped
 
@@ -31,6 +31,16 @@ def use_color(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class Tee(Protocol):
+    """Something that gets what is printed as well, and must not block either."""
+
+    def line(self, ts: float, unit: str, stream: str, text: str) -> None: ...
+
+    def event(self, event: AnyEvent) -> None: ...
+
+    def close(self, timeout: float = 2.0) -> None: ...
 
 
 class Printer:
@@ -50,15 +60,19 @@ class Printer:
         self._closed = False
         self._thread = threading.Thread(target=self._write_loop, name="printer", daemon=True)
         self._thread.start()
+        self.tee: Tee | None = None
 
     def set_units(self, names: Iterable[str]) -> None:
         self.width = max([len(SUPERVISOR_NAME), *(len(n) for n in names)])
 
     def line(self, unit: str, stream: str, text: str, ts: float | None = None) -> None:
+        ts = ts or time.time()
+        if self.tee is not None:
+            self.tee.line(ts, unit, stream, text)
         text = self.redactor.mask(text)
         self._put(
             format_line(
-                ts or time.time(),
+                ts,
                 unit,
                 stream,
                 text,
@@ -68,7 +82,9 @@ class Printer:
             )
         )
 
-    def event(self, event: Event | ModelEvent) -> None:
+    def event(self, event: AnyEvent) -> None:
+        if self.tee is not None:
+            self.tee.event(event)
         line = format_event(event, fmt=self.fmt, width=self.width, color=self.color)
         self._put(self.redactor.mask(line))
 
@@ -119,3 +135,5 @@ class Printer:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self.tee is not None:
+            self.tee.close(timeout)

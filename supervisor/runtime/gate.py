@@ -39,22 +39,29 @@ def blocker(unit: Unit, status_of: StatusOf) -> Blocker | None:
     for dep, condition in unit.depends_on:
         status = status_of(dep)
         if status is None:
-            return Blocker(f"waiting for {dep} (not in the stack)", permanent=True)
+            return Blocker(f"waiting for {dep} (not in the stack)", permanent=True, dependency=dep)
         if condition_holds(condition, status):
             continue
         if status.state is State.FAILED:
-            return Blocker(f"{dep} failed", permanent=True, operator=True)
+            return Blocker(f"{dep} failed", permanent=True, operator=True, dependency=dep)
         if status.state is State.STOPPED and status.stop is StopReason.USER:
-            return Blocker(f"{dep} is stopped", permanent=True, operator=True)
+            return Blocker(f"{dep} is stopped", permanent=True, operator=True, dependency=dep)
         if status.state is State.STOPPED and status.stop is StopReason.MODEL:
-            return Blocker(f"{dep} is stopped: {status.reason}", permanent=True, operator=True)
+            return Blocker(
+                f"{dep} is stopped: {status.reason}", permanent=True, operator=True, dependency=dep
+            )
         wait = f"waiting for {dep} {_VERBS[condition]}"
         if status.state is State.EXITED:  # ended, and not in the way this unit needs
-            return Blocker(f"{wait} ({status.describe()})", permanent=True)
+            return Blocker(f"{wait} ({status.describe()})", permanent=True, dependency=dep)
         inner = status.blocker
         if inner is not None and inner.permanent:
-            return Blocker(f"{wait} ({inner.reason})", permanent=True, operator=inner.operator)
-        return Blocker(wait)
+            return Blocker(
+                f"{wait} ({inner.reason})",
+                permanent=True,
+                operator=inner.operator,
+                dependency=dep,
+            )
+        return Blocker(wait, dependency=dep)
     return None
 
 
@@ -66,8 +73,8 @@ def key_blocker(model: str, key: str, publishers: Iterable[Status]) -> Blocker:
         done = status.state in ENDED or (status.state is State.RUNNING and status.ready)
         stuck = status.blocker is not None and status.blocker.permanent
         if not done and not stuck:
-            return Blocker(reason)
-    return Blocker(reason, permanent=True, operator=True)
+            return Blocker(reason, key=key)
+    return Blocker(reason, permanent=True, operator=True, key=key)
 
 
 @dataclass(frozen=True)

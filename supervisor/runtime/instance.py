@@ -9,6 +9,9 @@ Invariants:
   without a newline is delivered when the unit exits.
 - Keys a service publishes are taken when it becomes ready, a oneshot's when it exits 0;
   a bad hand-off file fails the instance (`Ended.fatal`).
+- Liveness runs only after ready, for as long as the instance lives: `failures`
+  consecutive failed attempts stop it (gracefully) and end it with `Ended.liveness`, so
+  the policy restarts this unit alone with the reason "liveness: ...".
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ import anyio.abc
 
 from supervisor.config.handoff import PublishError
 from supervisor.control.plane import LogRecord
+from supervisor.observe import Histogram, ToolList
 from supervisor.osproc.pipes import drain
 from supervisor.osproc.sockets import notify_socket
 from supervisor.osproc.spawn import Child, Reaper, SpawnError
 from supervisor.osproc.tree import kill_tree, stop_tree
 from supervisor.osproc.zygote import WarmStartError
-from supervisor.plan import Rendering
+from supervisor.plan import RenderedLive, Rendering
 from supervisor.policy import Ended
-from supervisor.runtime.probes import ProbeContext, ProbeTimeout, wait_ready
+from supervisor.runtime.probes import ProbeContext, ProbeTimeout, attempt_live, wait_ready
 from supervisor.runtime.record import UnitRecord
 
 AFTER_EXIT_STOP_TIMEOUT = 2.0  # leftovers of a unit whose leader exited get this long
@@ -53,6 +57,10 @@ class InstanceHost(Protocol):
 
     def take_published(self, record: UnitRecord) -> None: ...
 
+    def tools_seen(self, record: UnitRecord, tools: ToolList) -> None: ...
+
+    def observed(self, record: UnitRecord, text: str) -> None: ...
+
 
 class Transitions(Protocol):
     """The unit's own state changes, made by its runner (the only writer)."""
@@ -60,6 +68,8 @@ class Transitions(Protocol):
     def spawned(self, child: Child) -> None: ...
 
     def became_ready(self, child: Child) -> None: ...
+
+    def became_unready(self, child: Child, reason: str) -> None: ...
 
     def stopping(self, child: Child) -> None: ...
 
@@ -73,7 +83,10 @@ class Instance:
         self.notified = anyio.Event()
         self.probe_error = ""
         self.fatal = ""
+        self.liveness = ""
         self.ready = False
+        # Heartbeats for a `log` / `notify` liveness probe: matching lines, WATCHDOG=1.
+        self.beats = 0
 
     def __repr__(self) -> str:
         child = self.record.child
@@ -141,6 +154,7 @@ class Instance:
             probe_error=self.probe_error,
             fatal=self.fatal,
             last_stderr=record.last_stderr,
+            liveness=self.liveness,
         )
 
     def _on_line(self, stream: str) -> Callable[[str], None]:
@@ -148,6 +162,8 @@ class Instance:
         probe = self.rendering.probe
         # re caches compiled patterns: one compile per regex, however many restarts.
         pattern = re.compile(probe.target[0]) if probe is not None and probe.kind == "log" else None
+        live = self.rendering.live
+        heartbeat = re.compile(live.probe.target[0]) if live and live.probe.kind == "log" else None
 
         def on_line(text: str) -> None:
             line = LogRecord(time.time(), record.name, stream, text)
@@ -156,6 +172,8 @@ class Instance:
                 record.last_stderr = text.strip()
             if pattern is not None and not self.log_matched.is_set() and pattern.search(text):
                 self.log_matched.set()
+            if heartbeat is not None and self.ready and heartbeat.search(text):
+                self.beats += 1
             self.host.emit(line)
 
         return on_line
@@ -167,6 +185,8 @@ class Instance:
                 key, _, value = line.partition("=")
                 if key == "READY" and value == "1":
                     self.notified.set()
+                elif key == "WATCHDOG" and value == "1":
+                    self.beats += 1
                 elif key == "STATUS":
                     self.record.status_text = value
 
@@ -176,14 +196,10 @@ class Instance:
             if rendering.probe is None:
                 await anyio.sleep(spec.start_seconds)
             else:
-                context = ProbeContext(
-                    self.host.reaper,
-                    rendering.environ,
-                    rendering.cwd,
-                    self.log_matched,
-                    self.notified,
-                )
+                context = self._context(self.record.histogram("ready", rendering.probe.kind))
                 await wait_ready(rendering.probe, context)
+                if context.tools is not None:
+                    self.host.tools_seen(self.record, context.tools)
         except ProbeTimeout as exc:
             self.probe_error = str(exc)
             await self._stop_gracefully(child)
@@ -198,6 +214,59 @@ class Instance:
             return
         self.ready = True
         self.to.became_ready(child)
+        if rendering.live is not None:
+            await self._stay_alive(child, rendering.live)
+
+    def _context(self, histogram: Histogram | None) -> ProbeContext:
+        record = self.record
+
+        def on_error(error: str) -> None:
+            record.probe_error = error
+
+        return ProbeContext(
+            self.host.reaper,
+            self.rendering.environ,
+            self.rendering.cwd,
+            self.log_matched,
+            self.notified,
+            histogram=histogram,
+            on_error=on_error,
+        )
+
+    async def _stay_alive(self, child: Child, live: RenderedLive) -> None:
+        """Liveness: an attempt every `interval`; after `failures` consecutive failed
+        ones, stop the instance so that the policy restarts it."""
+        record, probe = self.record, live.probe
+        heartbeat = probe.kind in ("log", "notify")  # nothing to time: no histogram
+        context = self._context(None if heartbeat else record.histogram("live", probe.kind))
+        record.live_failures = 0
+        beats = self.beats
+        while True:
+            await anyio.sleep(probe.interval)  # the probe's schedule, not a wait for an event
+            if heartbeat:
+                what = "matching line" if probe.kind == "log" else "WATCHDOG=1"
+                error = "" if self.beats > beats else f"no {what} for {probe.interval:g} s"
+                beats = self.beats
+            else:
+                error = await attempt_live(probe, context)
+            record.probe_error = error
+            if not error:
+                record.live_failures = 0
+                continue
+            record.live_failures += 1
+            self.host.observed(
+                record,
+                f"liveness: {probe.kind} probe failed "
+                f"({record.live_failures}/{live.failures}): {error}",
+            )
+            if record.live_failures >= live.failures:
+                self.liveness = (
+                    f"liveness: {probe.kind} probe failed {record.live_failures} times "
+                    f"in a row ({error})"
+                )
+                self.to.became_unready(child, f"{self.liveness}; restarting")
+                await self._stop_gracefully(child)
+                return
 
     async def _stop(self, child: Child) -> None:
         """Stop the tree (cancelled from outside): graceful, unless the supervisor forces

@@ -16,6 +16,7 @@ Where a model's keys come from after each call (file < published < API):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
@@ -33,10 +34,12 @@ from supervisor.control.plane import (
     Membership,
     ReloadResult,
     StackView,
+    UnitHistory,
     UnitResult,
     UnitView,
 )
 from supervisor.errors import ControlError, InvalidValue
+from supervisor.observe import ToolsEvent
 from supervisor.plan import expand
 from supervisor.runtime.changes import Change, Changes, wait_all
 from supervisor.runtime.record import UnitRecord
@@ -45,6 +48,8 @@ from supervisor.runtime.supervisor import Supervisor
 from supervisor.runtime.unit import Restart
 from supervisor.secrets import Redactor
 from supervisor.state import Event, ModelEvent, ModelState, ModelStatus, State, StopReason
+
+STDERR_LINES = 5  # last stderr lines `why` shows
 
 
 class LiveConfig:
@@ -86,6 +91,9 @@ class LiveConfig:
             record.unit.spec.required,
             record.status_text,
             child.pid if child is not None and child.returncode is None else None,
+            record.tools,
+            tuple(h.snapshot() for h in record.probes.values()),
+            record.live_failures if record.child is not None else 0,
         )
 
     def view(self) -> StackView:
@@ -97,6 +105,12 @@ class LiveConfig:
             tuple(self._view(r) for r in sv.records.values()),
             sv.models,
             self.reloader.config_error,
+            dataclasses.replace(
+                sv.counters,
+                reloads=self.reloader.count,
+                last_reload_ok=self.reloader.last_ok,
+                last_reload_at=self.reloader.last_ok_at,
+            ),
         )
 
     def _record(self, name: str) -> UnitRecord:
@@ -131,7 +145,39 @@ class LiveConfig:
             lines += [j for j in self.sv.journal if unit is None or j.about == unit]
         return sorted(lines, key=lambda line: line.ts)
 
-    def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent]:
+    def history(self, name: str) -> UnitHistory:
+        record = self._record(name)
+        spec = record.unit.spec
+        runner = self.sv.runners.get(name)
+        started = max(
+            (
+                e.ts
+                for e in record.history
+                if isinstance(e, Event) and e.new.state is State.STARTING
+            ),
+            default=0.0,
+        )  # the last instance's lines only
+        stderr = [
+            r.line
+            for r in record.logs
+            if r.stream == "stderr" and r.line.strip() and r.ts >= started
+        ]
+        return UnitHistory(
+            self._view(record),
+            tuple(record.history),
+            tuple(stderr[-STDERR_LINES:]),
+            record.unit.depends_on,
+            spec.restart,
+            spec.max_failures,
+            spec.failure_window,
+            runner.failures.count(anyio.current_time()) if runner is not None else 0,
+            record.next_start,
+            spec.ready.kind if spec.ready is not None else "",
+            record.probe_error,
+            spec.live.kind if spec.live is not None else "",
+        )
+
+    def subscribe_events(self) -> MemoryObjectReceiveStream[Event | ModelEvent | ToolsEvent]:
         return self.sv.events.subscribe()
 
     def subscribe_logs(self) -> MemoryObjectReceiveStream[LogRecord]:

@@ -1,20 +1,25 @@
-"""Readiness probes: tcp, http, exec, log and notify, each attempt bounded by `timeout`,
-the whole wait by `within`. Readiness is an event the caller awaits, never a sleep."""
+"""Readiness probes: tcp, http, exec, log, notify and mcp, each attempt bounded by
+`timeout`, the whole wait by `within`. Readiness is an event the caller awaits, never a
+sleep. Liveness attempts (`attempt_live`) reuse the same kinds after ready; `mcp` then
+sends a `ping` instead of listing tools. The duration of every attempt that passed goes
+to the unit's latency histogram."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import anyio
 import h11
 
 from supervisor.config.model import port_number
+from supervisor.observe import Histogram, ToolList
 from supervisor.osproc.spawn import Reaper, SpawnError, spawn
 from supervisor.osproc.tree import kill_tree
 from supervisor.plan import RenderedProbe
+from supervisor.runtime import mcp
 
 FIRST_RETRY = 0.01  # the first pause between readiness attempts
 
@@ -38,6 +43,10 @@ class ProbeContext:
     cwd: str
     log_matched: anyio.Event
     notified: anyio.Event
+    histogram: Histogram | None = None  # durations of the attempts that passed
+    # Told each failed attempt's error ("" when one passed), for `why`.
+    on_error: Callable[[str], None] = field(default=lambda _error: None)
+    tools: ToolList | None = None  # what the last passing mcp attempt listed
 
 
 async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
@@ -59,12 +68,18 @@ async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
     pause = min(FIRST_RETRY, probe.interval)
     with anyio.move_on_after(probe.within):
         while True:
+            started = anyio.current_time()
             try:
                 with anyio.fail_after(probe.timeout):
                     await attempt(probe, ctx)
+            except ATTEMPT_ERRORS as exc:
+                last_error = _error_text(exc, probe)
+                ctx.on_error(last_error)
+            else:
+                if ctx.histogram is not None:
+                    ctx.histogram.observe(anyio.current_time() - started)
+                ctx.on_error("")
                 return
-            except (OSError, TimeoutError, ProbeFailed, h11.ProtocolError) as exc:
-                last_error = str(exc) or type(exc).__name__
             await anyio.sleep(pause)
             pause = min(pause * 2, probe.interval)
     raise ProbeTimeout(probe, last_error)
@@ -72,6 +87,32 @@ async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
 
 class ProbeFailed(Exception):
     """One attempt answered, but not with success."""
+
+
+# What one failed attempt may raise: nothing else is a probe's failure (a bug is not).
+ATTEMPT_ERRORS = (OSError, TimeoutError, ProbeFailed, mcp.McpError, h11.ProtocolError)
+
+
+def _error_text(exc: BaseException, probe: RenderedProbe) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {probe.timeout:g} s"
+    return str(exc) or type(exc).__name__
+
+
+async def attempt_live(probe: RenderedProbe, ctx: ProbeContext) -> str:
+    """One liveness attempt of a tcp, http, exec or mcp probe: "" when it passed, else
+    why not."""
+    started = anyio.current_time()
+    try:
+        with anyio.fail_after(probe.timeout):
+            await _LIVE_ATTEMPTS[probe.kind](probe, ctx)
+    except ATTEMPT_ERRORS as exc:
+        if ctx.histogram is not None:
+            ctx.histogram.failed()
+        return _error_text(exc, probe)
+    if ctx.histogram is not None:
+        ctx.histogram.observe(anyio.current_time() - started)
+    return ""
 
 
 def _host_port(target: str) -> tuple[str, int]:
@@ -139,8 +180,19 @@ async def _exec(probe: RenderedProbe, ctx: ProbeContext) -> None:
         raise ProbeFailed(f"exec probe exited {child.returncode}")
 
 
-_ATTEMPTS: Mapping[str, Callable[[RenderedProbe, ProbeContext], Awaitable[None]]] = {
+async def _mcp_tools(probe: RenderedProbe, ctx: ProbeContext) -> None:
+    ctx.tools = await mcp.list_tools(probe.target[0])
+
+
+async def _mcp_ping(probe: RenderedProbe, ctx: ProbeContext) -> None:
+    await mcp.ping(probe.target[0])
+
+
+Attempt = Callable[[RenderedProbe, ProbeContext], Awaitable[None]]
+_ATTEMPTS: Mapping[str, Attempt] = {
     "tcp": _tcp,
     "http": _http,
     "exec": _exec,
+    "mcp": _mcp_tools,
 }
+_LIVE_ATTEMPTS: Mapping[str, Attempt] = {**_ATTEMPTS, "mcp": _mcp_ping}

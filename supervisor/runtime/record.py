@@ -1,5 +1,6 @@
 """One unit's record in the running stack: its plan value, its status, and what was
-observed of it (output, the latest notify STATUS=, its hand-off file).
+observed of it (output, the latest notify STATUS=, its hand-off file, its MCP tools,
+probe latencies, and a short history of events and notes for `why`).
 
 Invariant: `status` is written only by the unit's own task (`runtime.unit`); `unit` (the
 plan value) is replaced only by a reload, and the task reads it afresh at each decision,
@@ -18,11 +19,13 @@ from pathlib import Path
 import anyio
 
 from supervisor.control.plane import LogRecord
+from supervisor.observe import Histogram, Note, ToolList, ToolsEvent
 from supervisor.osproc.spawn import Child
 from supervisor.plan import Rendering, Unit
-from supervisor.state import Blocker, State, Status
+from supervisor.state import Blocker, Event, State, Status
 
 LOG_LINES = 2000  # recent output kept per unit for `logs` (the stack's `log_lines`)
+HISTORY = 100  # recent events and notes kept per unit for `why`
 NOT_STARTED = Blocker("not started yet")
 
 
@@ -39,6 +42,12 @@ class UnitRecord:
     logs: deque[LogRecord] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     # Set (and replaced) to wake the unit's gate: a dependency or a model key changed.
     wake: anyio.Event = field(default_factory=anyio.Event)
+    tools: ToolList | None = None  # what its mcp probe listed when it last became ready
+    probes: dict[str, Histogram] = field(default_factory=dict)  # "ready"/"live" latencies
+    probe_error: str = ""  # the latest failed probe attempt's error, "" once one passed
+    live_failures: int = 0  # consecutive failed liveness attempts of the live instance
+    next_start: float | None = None  # wall clock of the start a backoff waits for
+    history: deque[Event | Note | ToolsEvent] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     @property
     def name(self) -> str:
@@ -65,6 +74,14 @@ class UnitRecord:
         if self.notify_path is not None:
             variables["NOTIFY_SOCKET"] = str(self.notify_path)
         return variables
+
+    def histogram(self, probe: str, kind: str) -> Histogram:
+        """The latency histogram of its `probe` ("ready" or "live"); a new one when the
+        probe's kind changed with a reload."""
+        found = self.probes.get(probe)
+        if found is None or found.kind != kind:
+            found = self.probes[probe] = Histogram(probe, kind)
+        return found
 
     def poke(self) -> None:
         """Wake the unit's gate to look again."""

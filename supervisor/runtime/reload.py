@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import anyio
@@ -55,9 +56,14 @@ class Reloader:
     ) -> None:
         self.sv, self.changes, self.structure, self.dropped = sv, changes, structure, dropped
         self.config_error = ""
+        self.count = 0  # reloads asked for
+        self.last_ok = True  # the last one took (none asked for: the start's load did)
+        self.last_ok_at: float | None = None  # wall clock of the last one that took
 
     async def reload(self, timeout: float) -> ReloadResult:
         sv = self.sv
+        self.count += 1
+        self.last_ok = False  # until it took
         try:
             loaded, _ = load_checked(
                 sv.loaded.file, sv.loaded.environ, sv.selection, reloading=True
@@ -97,6 +103,7 @@ class Reloader:
                 )
             else:
                 self.config_error = ""
+                self.last_ok, self.last_ok_at = True, time.time()
             self._unmark(marked)
         changes = [f"{k}: {', '.join(v)}" for k, v in _lists(result).items() if v]
         sv.note("reloaded: " + ("; ".join(changes) or "nothing changed"))

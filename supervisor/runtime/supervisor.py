@@ -14,10 +14,13 @@ Invariants:
   applied to a model (`CHANGING`) a failure belongs to the change, which rolls back.
 - Shutdown stops units in reverse dependency order within `shutdown_timeout`, then kills
   what is left; the guard covers the case where this process is killed.
+- What is observed of a unit besides its state (its MCP tools, failed liveness attempts)
+  is published and printed like its events, and kept in its history for `why`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -34,13 +37,15 @@ import anyio.abc
 from supervisor.client import registry_entry
 from supervisor.config.handoff import read_published
 from supervisor.config.load import EVERYTHING, LoadedStack, Selection, settings_value
-from supervisor.control.plane import LogRecord
+from supervisor.control.plane import Counters, LogRecord
 from supervisor.errors import ConfigError, MissingModelKey, Problem
+from supervisor.observe import Note, ToolList, ToolsEvent
 from supervisor.osproc.guard import Guard
 from supervisor.osproc.launch import Launcher
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
 from supervisor.output.format import SUPERVISOR_NAME
+from supervisor.output.logfiles import LogFiles, log_routes
 from supervisor.output.printer import Printer
 from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, render
 from supervisor.policy import failure_action
@@ -98,7 +103,7 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.socket_path = str(loaded.resolve_path(settings_value(loaded, "control_socket") or ""))
         self.registry_link = registry_entry(loaded.file)
-        self.events = Broadcaster[Event | ModelEvent](EVENT_BACKLOG)
+        self.events = Broadcaster[Event | ModelEvent | ToolsEvent](EVENT_BACKLOG)
         self.lines = Broadcaster[LogRecord](LOG_BACKLOG)
         self.published = Broadcaster[str](EVENT_BACKLOG)  # models whose units published keys
         log_lines = loaded.stack.supervise.log_lines
@@ -111,6 +116,10 @@ class Supervisor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._end: anyio.Event | None = None
         self.forced: anyio.Event = anyio.Event()
+        self.counters = Counters(started=time.time())
+        self._changing_since: dict[str, float] = {}  # models in CHANGING: since when
+        self.logfiles = LogFiles(printer.redactor, printer.fmt, printer.note)
+        printer.tee = self.logfiles
 
     @property
     def models(self) -> dict[str, ModelStatus]:
@@ -240,7 +249,8 @@ class Supervisor:
         if old is None or (spec.port, spec.socket) != (old.port, old.socket):
             self.ports.assign(unit.name, spec.port, spec.socket)
         record.notify_path = None
-        if spec.ready is not None and spec.ready.notify:
+        notify_live = spec.live is not None and spec.live.notify  # WATCHDOG=1 heartbeats
+        if (spec.ready is not None and spec.ready.notify) or notify_live:
             notify_dir = self.runtime_dir / "notify"
             notify_dir.mkdir(mode=0o700, exist_ok=True)
             record.notify_path = notify_dir / f"{unit.name.replace('/', '@')}.sock"
@@ -270,6 +280,7 @@ class Supervisor:
                 dependents.setdefault(dep, []).append(record)
         self._dependents = dependents
         self.printer.set_units(self.records)
+        self.logfiles.configure(log_routes(self.loaded, [r.unit for r in self.records.values()]))
 
     def of_model(self, model: str | None) -> list[UnitRecord]:
         return [r for r in self.records.values() if r.model == model]
@@ -317,11 +328,26 @@ class Supervisor:
         self.domains[domain] = new
         if domain is None:
             return
+        self._time_change(domain, old.state, new.state)
         event = ModelEvent(time.time(), domain, old, new)
         if ModelState.CHANGING not in (old.state, new.state) or state is ModelState.STOPPING:
             self.printer.event(event)
             self._journal(f"model {domain} {new.describe()}", None)
         self.events.publish(event)
+
+    def _time_change(self, model: str, old: ModelState, new: ModelState) -> None:
+        """How long the model's last change (a `set`, a reload) took, for /metrics."""
+        now = anyio.current_time()
+        if new is ModelState.CHANGING:
+            self._changing_since[model] = now
+        elif old is ModelState.CHANGING and model in self._changing_since:
+            took = now - self._changing_since.pop(model)
+            counters = self.counters
+            self.counters = dataclasses.replace(
+                counters,
+                changes={**counters.changes, model: counters.changes.get(model, 0) + 1},
+                last_change_seconds={**counters.last_change_seconds, model: took},
+            )
 
     def fail_model(self, model: str, reason: str) -> None:
         """The model's units stop (reverse dependency order); the model is failed."""
@@ -383,6 +409,7 @@ class Supervisor:
         if not (old.state is new.state is State.PENDING and old.reason == new.reason):
             self.printer.event(event)
             self._journal(f"{record.name} {new.describe()}", record.name)
+            record.history.append(event)
         self.events.publish(event)
         for dependent in self._dependents.get(record.name, ()):
             dependent.poke()
@@ -411,6 +438,22 @@ class Supervisor:
         self.journal.append(line)
         if self.lines.listening:
             self.lines.publish(line)
+
+    def tools_seen(self, record: UnitRecord, tools: ToolList) -> None:
+        """A unit's mcp probe listed `tools`: an event when they are new or changed."""
+        old = record.tools
+        if old == tools:
+            return
+        record.tools = tools
+        event = ToolsEvent(time.time(), record.name, old, tools)
+        record.history.append(event)
+        self.printer.event(event)
+        self.events.publish(event)
+
+    def observed(self, record: UnitRecord, text: str) -> None:
+        """Something seen of a unit that is no state change: printed, and kept for `why`."""
+        record.history.append(Note(time.time(), record.name, text))
+        self.note(f"{record.name} {text}", record.name)
 
     def take_published(self, record: UnitRecord) -> None:
         """Raises PublishError for a hand-off file that cannot be taken."""

@@ -273,6 +273,7 @@ class UnitRunner:
             if isinstance(decision, GiveUp):
                 self._set(State.FAILED, reason=decision.reason, exit_code=ended.exit_code)
                 return
+            record.next_start = time.time() + decision.delay  # shown by `why`
             self._set(State.BACKOFF, reason=decision.reason, exit_code=ended.exit_code)
             await anyio.sleep(decision.delay)
 
@@ -306,6 +307,9 @@ class UnitRunner:
     def became_ready(self, child: Child) -> None:
         self._set(State.RUNNING, pid=child.pid, ready=True)
 
+    def became_unready(self, child: Child, reason: str) -> None:
+        self._set(State.RUNNING, pid=child.pid, ready=False, reason=reason)
+
     def stopping(self, child: Child) -> None:
         self._set(State.STOPPING, pid=child.pid)
 
@@ -315,6 +319,8 @@ class UnitRunner:
         new = advance(record.name, old, state, **changes)
         if new == old:
             return
+        if state is not State.BACKOFF:
+            record.next_start = None
         record.status = new
         self.host.transitioned(record, Event(time.time(), record.name, old, new))
         self._answer(new)
