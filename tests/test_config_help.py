@@ -41,7 +41,7 @@ MISTAKES = [
     ("a signal that does not exist", WEB + "stop_signal = 'SIGFOO'\n", "unknown signal 'SIGFOO'", 3),
     ("oneshot restarted always", WEB + "oneshot = true\nrestart = 'always'\n", "restart = 'always' contradicts it", 1),
     ("a oneshot with a probe", WEB + "oneshot = true\nready = { tcp = '80' }\n", "a oneshot completes; it takes no ready probe", 1),
-    ("two probe kinds", WEB + "ready = { tcp = '80', http = 'http://x/' }\n", "a probe needs exactly one of tcp, http, exec, log, notify (got tcp, http)", 3),
+    ("two probe kinds", WEB + "ready = { tcp = '80', http = 'http://x/' }\n", "a probe needs exactly one of tcp, http, exec, log, notify, mcp (got tcp, http)", 3),
     ("an unbalanced quote", "[processes.web]\ncommand = 'echo \"hi'\n", "cannot split 'echo \"hi' like a shell: No closing quotation", 2),
     ("a socket without a port", WEB + "socket = true\n", "socket = true needs a port", 1),
     ("ready on a oneshot dependency", "[processes.db]\ncommand = 'x'\noneshot = true\n" + WEB + "depends_on = { db = 'ready' }\n", "a oneshot is never 'ready'; use 'completed' for 'db'", None),

@@ -159,6 +159,9 @@ def _add_wait(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tcp", metavar="HOST:PORT")
     which.add_argument("--http", metavar="URL")
+    which.add_argument(
+        "--mcp", metavar="URL", help="an MCP endpoint answers initialize and tools/list"
+    )
     which.add_argument("--file", metavar="F")
     which.add_argument("--exec", metavar="CMD", help="a command (one shell-quoted string)")
     parser.add_argument(

@@ -169,7 +169,7 @@ def _join(root: str, cwd: str) -> str:
 def _healthcheck(unit: ExportUnit, keys: list[str]) -> dict[str, object]:
     probe = unit.probe
     assert probe is not None  # checked by the caller
-    if probe.kind in ("tcp", "http"):
+    if probe.kind in ("tcp", "http", "mcp"):
         test = ["CMD", "supervise", "wait", f"--{probe.kind}", probe.target[0], "--timeout", "0"]
     elif probe.kind == "exec":
         bare = replace(unit, argv=probe.target, handoffs=(), probe=None, spec=unit.spec)

@@ -240,7 +240,7 @@ class _Writer:
         lines = [f"Environment={env_assignment(k, v)}" for k, v in unit.env]
         lines.append(f"ExecStart={exec_line(self.command(unit))}")
         probe = unit.probe
-        if probe is not None and probe.kind in ("tcp", "http", "exec"):
+        if probe is not None and probe.kind in ("tcp", "http", "mcp", "exec"):
             target = probe.target[0] if probe.kind != "exec" else shlex.join(probe.target)
             wait = [self.options.supervise, "wait", f"--{probe.kind}", target]
             wait += ["--timeout", f"{probe.within:g}", "--interval", f"{probe.interval:g}"]

@@ -34,6 +34,8 @@ def run_wait(args: argparse.Namespace) -> int:
         condition = Condition("tcp", args.tcp)
     elif args.http:
         condition = Condition("http", args.http)
+    elif getattr(args, "mcp", None):
+        condition = Condition("mcp", args.mcp)
     elif args.exec:
         condition = Condition("exec", args.exec)
     else:

@@ -1,9 +1,10 @@
 """`supervise wait`: one readiness condition as a command — a TCP connect, an HTTP GET that
-answers 2xx/3xx, a file that exists, or a command that exits 0 — retried until it holds
-or a deadline passes.
+answers 2xx/3xx, an MCP endpoint that answers `initialize` and `tools/list`, a file that
+exists, or a command that exits 0 — retried until it holds or a deadline passes.
 
-Invariants: standard library only (it runs as a Kubernetes exec probe, once per period, so
-its start must stay cheap); the deadline is monotonic; attempts start `FIRST_RETRY` apart
+Invariants: standard library only but for `--mcp`, which uses the supervisor's own MCP
+probe (it runs as a Kubernetes exec probe, once per period, so its start must stay
+cheap); the deadline is monotonic; attempts start `FIRST_RETRY` apart
 and double up to `interval`, as the supervisor's own probes do; a timeout of 0 makes
 exactly one attempt; every attempt is itself bounded.
 """
@@ -25,7 +26,7 @@ DEFAULT_INTERVAL = 0.05  # the longest pause between attempts, as for probes
 ATTEMPT_TIMEOUT = 1.0  # one connect or request, as a probe's default `timeout`
 FIRST_RETRY = 0.01  # the first pause between attempts
 
-Kind = Literal["tcp", "http", "file", "exec"]
+Kind = Literal["tcp", "http", "mcp", "file", "exec"]
 
 
 class WaitTimeout(Exception):
@@ -77,10 +78,10 @@ def check_target(condition: Condition) -> None:
     """Raises BadTarget for a target no attempt could ever reach."""
     if condition.kind == "tcp":
         parse_host_port(condition.target)
-    elif condition.kind == "http":
+    elif condition.kind in ("http", "mcp"):
         url = urlsplit(condition.target)
         if url.scheme != "http" or not url.hostname:
-            raise BadTarget("http", condition.target, "expected an http:// URL with a host")
+            raise BadTarget(condition.kind, condition.target, "expected an http:// URL with a host")
         try:
             url.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as exc:
@@ -116,6 +117,9 @@ def attempt(condition: Condition, timeout: float) -> None:
         host, port = parse_host_port(condition.target)
         with socket.create_connection((host, port), timeout=timeout):
             return
+    if condition.kind == "mcp":
+        _mcp(condition.target, timeout)
+        return
     url = urlsplit(condition.target)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=timeout)
@@ -126,6 +130,21 @@ def attempt(condition: Condition, timeout: float) -> None:
         conn.close()
     if not 200 <= status < 400:
         raise NotYet(f"HTTP {status}")
+
+
+def _mcp(url: str, timeout: float) -> None:
+    import anyio
+
+    from supervisor.runtime.mcp import McpError, list_tools
+
+    async def one() -> None:
+        with anyio.fail_after(timeout):
+            await list_tools(url)
+
+    try:
+        anyio.run(one)
+    except McpError as exc:
+        raise NotYet(str(exc)) from exc
 
 
 def wait_for(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +140,45 @@ def test_wait_imports_nothing_beyond_the_standard_library() -> None:
     )
     result = subprocess.run(child(code), capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("mode", "code", "said"), [("json", 0, ""), ("http500", 1, "HTTP 500")])
+def test_wait_mcp_passes_only_when_the_endpoint_answers_tools_list(
+    tmp_path: Path, mode: str, code: int, said: str
+) -> None:
+    fake = Path(__file__).resolve().parents[1] / "children" / "fakemcp.py"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, str(fake)],
+        env={**os.environ, "PORT": str(port), "MODE": mode},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "listening"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "wait",
+                "--mcp",
+                f"http://127.0.0.1:{port}/mcp",
+                "--timeout",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == code, result.stderr
+        assert said in result.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()

@@ -182,6 +182,8 @@ def probe(unit: ExportUnit, rendered: RenderedProbe) -> dict[str, object]:
                 get = {"host": url.hostname, **get}
             return {"httpGet": get, **_timing(rendered, False)}
         command = ["supervise", "wait", "--http", target, "--timeout", "0"]
+    elif rendered.kind == "mcp":  # no kubelet probe speaks MCP: the shim does, in the Pod
+        command = ["supervise", "wait", "--mcp", target, "--timeout", "0"]
     elif rendered.kind == "exec":
         # The probe sees the unit's keys too; the hand-off files exist by then.
         bare = replace(unit, argv=rendered.target, handoffs=(), probe=None)
@@ -201,10 +203,10 @@ def _wait_container(
     host = services.get(dep.process, dns_label(dep.process))
     rendered = dep.probe
     within = rendered.within if rendered is not None else 60.0
-    if condition == "ready" and rendered is not None and rendered.kind == "http":
+    if condition == "ready" and rendered is not None and rendered.kind in ("http", "mcp"):
         url = urlsplit(rendered.target[0])
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        what = ["--http", f"http://{host}:{dep.port or url.port or 80}{path}"]
+        what = [f"--{rendered.kind}", f"http://{host}:{dep.port or url.port or 80}{path}"]
     else:
         what = ["--tcp", f"{host}:{dep.port}"]
     return {
