@@ -113,6 +113,8 @@ def serve(mcp: MCPServer, identity: Identity, listen: Listen, details: str = "")
     """Run the server until SIGTERM/SIGINT; exit 1 with one line if it cannot listen."""
     # Our ready line says it better; keep the SDK's INFO lines for tool failures only.
     logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
+    # "Terminating session: None" after every stateless request (each probe, each ping).
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
     app = build_app(mcp, identity)
     try:
         sock = open_listener(listen)
