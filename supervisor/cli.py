@@ -125,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from supervisor.check import load_checked
     from supervisor.config.load import settings_value
+    from supervisor.control.http import Limits
     from supervisor.control.server import serve_control, serve_health
     from supervisor.errors import ConfigError
     from supervisor.output.printer import Printer
@@ -145,7 +146,8 @@ def _run(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         supervisor.note(f"warning: {warning}")
     live = LiveConfig(supervisor)
-    limit = loaded.stack.supervise.max_connections
+    settings = loaded.stack.supervise
+    limit = Limits(settings.max_connections, settings.request_timeout)
     front_ends: list[FrontEnd] = [
         partial(handle_signals, live),
         partial(serve_control, live, supervisor.registry_link, limit, supervisor.note),

@@ -19,6 +19,9 @@ from supervisor.client import Client, ClientError
 from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
 
 STACK = f"""
+[supervise]
+request_timeout = 1
+
 [models.alpha]
 SIGNATURE = "alpha-v1"
 [processes.echo]
@@ -188,7 +191,7 @@ def test_running_out_of_descriptors_pauses_accepting_and_units_keep_serving(
 
 
 def test_connections_beyond_the_cap_are_answered_503_at_once(tmp_path: Path) -> None:
-    text = STACK.replace("[models.alpha]", "[supervise]\nmax_connections = 4\n\n[models.alpha]")
+    text = STACK.replace("request_timeout = 1", "request_timeout = 1\nmax_connections = 4")
     run = Run(write_stack(tmp_path, text))
     sockets: list[socket.socket] = []
     try:
@@ -223,9 +226,7 @@ def test_an_unusable_socket_directory_is_a_config_error(tmp_path: Path) -> None:
         (blocker / "ctl.sock", "is not a directory"),
         (blocker / "sub" / "ctl.sock", "cannot create the directory"),
     ]:
-        text = STACK.replace(
-            "[models.alpha]", f'[supervise]\ncontrol_socket = "{place}"\n\n[models.alpha]'
-        )
+        text = STACK.replace("[supervise]", f'[supervise]\ncontrol_socket = "{place}"')
         result = cli("run", "-c", str(write_stack(tmp_path, text)), timeout=30)
         assert result.returncode == 2, result
         assert str(place.parent) in result.stderr and reason in result.stderr, result.stderr
@@ -240,9 +241,7 @@ def test_a_shared_socket_directory_is_never_changed_and_refused_if_anyone_may_wr
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(mode)
-    text = STACK.replace(
-        "[models.alpha]", f'[supervise]\ncontrol_socket = "{shared}/ctl.sock"\n\n[models.alpha]'
-    )
+    text = STACK.replace("[supervise]", f'[supervise]\ncontrol_socket = "{shared}/ctl.sock"')
     stack = write_stack(tmp_path, text)
     if accepted:
         run = Run(stack)

@@ -52,6 +52,7 @@ DEFAULT_BACKOFF_INITIAL = 0.5  # first restart delay, doubled per recent failure
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_COALESCE = 0.05  # runtime-config changes inside this window make one restart
 DEFAULT_LOG_LINES = 2000  # per unit; a line is at most 16 KiB, most are far shorter
+DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds a client may take to send one request
 DEFAULT_MAX_CONNECTIONS = 128  # per listening port; a unit may hold a few, agents one each
 DEFAULT_LIVE_INTERVAL = 10.0  # between liveness attempts (Kubernetes' periodSeconds)
 DEFAULT_LIVE_TIMEOUT = 2.0  # one liveness attempt
@@ -417,6 +418,9 @@ class Settings(_Strict):
     # Connections open at once on the control socket (and, separately, the http port);
     # more are answered 503, so no client can use up the supervisor's descriptors.
     max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1, le=65536)
+    # A connection that has not sent its whole request by then is answered 408, so a slow
+    # or idle client cannot hold a slot for ever.
+    request_timeout: float = Field(DEFAULT_REQUEST_TIMEOUT, gt=0, le=3600)
     # Recent output lines kept per unit (and of the supervisor's own) for `logs`.
     log_lines: int = Field(DEFAULT_LOG_LINES, ge=0, le=1_000_000)
     # Each unit's output to LOG_DIR/[MODEL/]PROCESS.log, the supervisor's own lines to

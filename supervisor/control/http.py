@@ -23,7 +23,7 @@ from anyio.streams.stapled import MultiListener
 
 MAX_BODY = 1024 * 1024  # a control request is a few keys, never megabytes
 MAX_HEAD = 16 * 1024  # request line and headers; a longer head is answered 431
-REQUEST_TIMEOUT = 10.0  # a client that sends its request slower than this gets 408
+REQUEST_TIMEOUT = 10.0  # default: a client that sends its request slower than this gets 408
 SEND_TIMEOUT = 5.0  # an error answer to a client that does not read is given up on
 LINGER_TIMEOUT = 1.0  # after an error answer, input still arriving is read this long
 LINGER_BYTES = 4 * 1024 * 1024  # ... and at most this much
@@ -93,16 +93,29 @@ class Raw:
     content_type: str
 
 
-async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler, peer: Any) -> None:
+@dataclass(frozen=True)
+class Limits:
+    """What one listening port allows (the stack's `max_connections`, `request_timeout`)."""
+
+    connections: int = DEFAULT_CONNECTIONS
+    request_timeout: float = REQUEST_TIMEOUT
+
+
+async def serve_connection(
+    stream: anyio.abc.ByteStream,
+    handler: Handler,
+    peer: Any,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> None:
     """Answer one request on `stream`; a malformed or too slow one gets an error answer
     (400, 408, 413, 431) with a JSON body, then the connection closes."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     async with stream:
         try:
-            with anyio.fail_after(REQUEST_TIMEOUT):
+            with anyio.fail_after(request_timeout):
                 request = await _read_request(conn, stream, peer)
         except TimeoutError:
-            error = ApiError(408, "timeout", f"request not received within {REQUEST_TIMEOUT:g} s")
+            error = ApiError(408, "timeout", f"request not received within {request_timeout:g} s")
             await _send_error(conn, stream, error)
             return
         except h11.RemoteProtocolError as exc:
@@ -250,7 +263,7 @@ async def serve(
     handler: Handler,
     peer_of: Callable[[Any], Any],
     *,
-    limit: int = DEFAULT_CONNECTIONS,
+    limits: Limits = Limits(),
     note: Callable[[str], None] = lambda _text: None,
 ) -> None:
     """Serve every connection of `listener` until cancelled: at most `limit` at once
@@ -266,7 +279,7 @@ async def serve(
                 peer = peer_of(stream)
             except OSError:
                 peer = None
-            await serve_connection(stream, handler, peer)
+            await serve_connection(stream, handler, peer, limits.request_timeout)
         finally:
             active -= 1
 
@@ -289,8 +302,8 @@ async def serve(
             if warned:
                 note("accepting connections again")
             delay, warned = ACCEPT_RETRY_INITIAL, False
-            if active >= limit:
-                tg.start_soon(_refuse, stream, limit)
+            if active >= limits.connections:
+                tg.start_soon(_refuse, stream, limits.connections)
                 continue
             active += 1
             tg.start_soon(one, stream)

@@ -19,7 +19,7 @@ import anyio.abc
 
 from supervisor.client import ensure_registry_dir
 from supervisor.control.health import HealthApi
-from supervisor.control.http import serve
+from supervisor.control.http import Limits, serve
 from supervisor.control.plane import ControlPlane
 from supervisor.control.routes import ControlApi
 from supervisor.errors import ConfigError, Problem
@@ -96,7 +96,7 @@ def _unregister(link: Path | None, target: str) -> None:
 async def serve_control(
     plane: ControlPlane,
     registry_link: Path | None,
-    limit: int,
+    limits: Limits,
     note: Callable[[str], None],
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -113,7 +113,7 @@ async def serve_control(
     _register(registry_link, str(path))
     try:
         task_status.started()
-        await serve(listener, ControlApi(plane).handle, peer_pid, limit=limit, note=note)
+        await serve(listener, ControlApi(plane).handle, peer_pid, limits=limits, note=note)
     finally:
         _unregister(registry_link, str(path))
         path.unlink(missing_ok=True)
@@ -122,7 +122,7 @@ async def serve_control(
 async def serve_health(
     plane: ControlPlane,
     address: str,
-    limit: int,
+    limits: Limits,
     note: Callable[[str], None],
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -146,4 +146,4 @@ async def serve_health(
     bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
     note(f"health and status on http://{host}:{bound}/readyz")
     task_status.started()
-    await serve(tcp, HealthApi(plane).handle, lambda _s: None, limit=limit, note=note)
+    await serve(tcp, HealthApi(plane).handle, lambda _s: None, limits=limits, note=note)
