@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import compileall
 import hashlib
 import json
 import os
@@ -154,8 +155,11 @@ def freeze_supervise(root: Path) -> dict[str, str]:
     shutil.copytree(
         source, target / "supervisor", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
+    # Bytecode as an install leaves it (pip compiles at install time); without it every
+    # start would compile the package, whatever PYTHONDONTWRITEBYTECODE says.
+    compileall.compile_dir(str(target / "supervisor"), quiet=1)
     digest = hashlib.sha256()
-    for path in sorted((target / "supervisor").rglob("*")):
+    for path in sorted((target / "supervisor").rglob("*.py")):
         if path.is_file():
             digest.update(str(path.relative_to(target)).encode() + b"\0" + path.read_bytes())
     Supervise.frozen = target
