@@ -4,7 +4,6 @@ commands must start fast); `supervisor.cli` turns the parsed arguments into call
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from supervisor import __version__
 
@@ -18,14 +17,11 @@ def _stack_options(parser: argparse.ArgumentParser, *, top: bool, procfile: bool
     """`-c FILE` (and, where a Procfile may be run, honcho's `-f FILE` and `-e FILE`),
     before or after the verb: the verb's copy only overrides when given."""
     default: object = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "-c", "--config", type=Path, metavar="FILE", default=default, help=STACK_HELP
-    )
+    parser.add_argument("-c", "--config", metavar="FILE", default=default, help=STACK_HELP)
     if procfile:
         parser.add_argument(
             "-f",
             "--procfile",
-            type=Path,
             metavar="FILE",
             default=default,
             help="the same as -c, as honcho spells it",

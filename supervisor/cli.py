@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 from supervisor.arguments import build_parser
 
@@ -81,12 +80,20 @@ def _environ() -> dict[str, str]:
     return with_own_virtualenv(os.environ, sys.executable, sys.prefix, sys.base_prefix)
 
 
-def _stack_path(args: argparse.Namespace) -> Path | None:
+def _stack_path(args: argparse.Namespace) -> str | None:
     """`-c FILE` or `-f FILE` (honcho's spelling of the same)."""
     given = [p for p in (getattr(args, "config", None), getattr(args, "procfile", None)) if p]
     if len(given) > 1 and given[0] != given[1]:
         raise UsageError(f"-c {given[0]} and -f {given[1]} name two stack files; give one")
     return given[0] if given else None
+
+
+def _stack_file(args: argparse.Namespace) -> Any:
+    """The stack file given, as a Path (None: search for it)."""
+    from pathlib import Path
+
+    given = _stack_path(args)
+    return Path(given) if given is not None else None
 
 
 def _selection(args: argparse.Namespace) -> Any:
@@ -106,7 +113,7 @@ def _check(args: argparse.Namespace) -> int:
 
     _warn_if_supervisord_is_installed()
     try:
-        _, report = load_checked(_stack_path(args), _environ(), _selection(args))
+        _, report = load_checked(_stack_file(args), _environ(), _selection(args))
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
@@ -140,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     _warn_if_supervisord_is_installed()
     selection = _selection(args)
     try:
-        loaded, report = load_checked(_stack_path(args), _environ(), selection)
+        loaded, report = load_checked(_stack_file(args), _environ(), selection)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG

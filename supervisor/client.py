@@ -17,7 +17,6 @@ import os
 import socket
 import stat
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a client 4 ms
@@ -42,32 +41,29 @@ class NoSupervisorError(ClientError):
     """Nothing answers on the socket."""
 
 
-def registry_dir() -> Path:
+def registry_dir() -> str:
     """Where running supervisors register their socket by stack file (per user)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "supervise"
-    return Path(os.environ.get("TMPDIR") or "/tmp") / f"supervise-{os.getuid()}"
+        return os.path.join(runtime, "supervise")
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"supervise-{os.getuid()}")
 
 
-def registry_entry(stack_file: Path) -> Path | None:
+def registry_entry(stack_file: str | os.PathLike[str]) -> str | None:
     """The registry entry of a stack file: a symlink to its supervisor's socket."""
-    try:
-        resolved = str(Path(stack_file).resolve())
-    except OSError:
-        return None
     import hashlib  # here: client commands that need no registry do not pay for OpenSSL
 
+    resolved = os.path.realpath(stack_file)
     digest = hashlib.sha256(resolved.encode(errors="surrogateescape")).hexdigest()[:32]
-    return registry_dir() / f"{digest}.sock"
+    return os.path.join(registry_dir(), f"{digest}.sock")
 
 
-def ensure_registry_dir(directory: Path) -> bool:
+def ensure_registry_dir(directory: str | os.PathLike[str]) -> bool:
     """Create the registry directory (0700) or check it is ours and private; a directory
     someone else could write to is never trusted."""
     try:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        info = directory.lstat()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
     except OSError:
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
@@ -76,30 +72,31 @@ def ensure_registry_dir(directory: Path) -> bool:
 _CONTROL_SOCKET = r"""^\s*control_socket\s*=\s*(?:"([^"\n]*)"|'([^'\n]*)')"""
 
 
-def socket_from_stack_file(path: Path) -> tuple[str, str]:
+def socket_from_stack_file(path: str | os.PathLike[str]) -> tuple[str, str]:
     """The control socket of the supervisor running `path`, and how it was found: the
     registry entry a running supervisor made for this file, else the file's
     `control_socket` (read leniently: a file that does not parse is searched for the
     line), else the default next to the file."""
+    path = os.fspath(path)
     entry = registry_entry(path)
-    if entry is not None and ensure_registry_dir(entry.parent):
+    if entry is not None and ensure_registry_dir(os.path.dirname(entry)):
         with contextlib.suppress(OSError):
             return os.readlink(entry), f"the supervisor running {path}"
     value, how = DEFAULT_SOCKET, f"the default socket of {path}"
     text = ""
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        text = path.read_text()
-    if path.suffix == ".toml" and text:
+    with contextlib.suppress(OSError, UnicodeDecodeError), open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".toml") and text:
         import re
 
         found = re.search(_CONTROL_SOCKET, text, re.M)
         if found is not None:
             value = found.group(1) if found.group(1) is not None else found.group(2)
             how = f"control_socket in {path}"
-    socket_path = Path(os.path.expandvars(value)).expanduser()
-    if not socket_path.is_absolute():
-        socket_path = path.absolute().parent / socket_path
-    return str(socket_path), how
+    socket_path = os.path.expanduser(os.path.expandvars(value))
+    if not os.path.isabs(socket_path):
+        socket_path = os.path.join(os.path.dirname(os.path.abspath(path)), socket_path)
+    return socket_path, how
 
 
 def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, str]:
@@ -109,12 +106,15 @@ def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, st
     from_env = os.environ.get(SOCKET_VARIABLE)
     if from_env:
         return from_env, SOCKET_VARIABLE
+
+    from pathlib import Path
+
     from supervisor.config.locate import find_stack_file
 
     found = find_stack_file(Path.cwd())
     if found is not None:
         return socket_from_stack_file(found)
-    return str(Path(DEFAULT_SOCKET).absolute()), "no stack file here or above; the default"
+    return os.path.abspath(DEFAULT_SOCKET), "no stack file here or above; the default"
 
 
 class _Response:

@@ -619,3 +619,45 @@ ready = {{ tcp = "${{port}}" }}
         assert len(starts) == 1
     finally:
         assert run.stop() == 0
+
+
+def test_a_change_that_comes_while_the_last_one_stops_its_units_joins_that_restart(
+    tmp_path: Path,
+) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+DAY = "1"
+[processes.slow_to_stop]
+per_model = true
+command = ["{PY}", "{SVC}", "--ignore-term", "--listen"]
+port = "auto"
+inject = ["DAY"]
+ready = {{ tcp = "${{port}}" }}
+stop_timeout = 1
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/slow_to_stop", "running", ready=True)
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        mark = len(run.records)
+        answers: list[dict[str, object]] = []
+        first = threading.Thread(target=lambda: answers.append(client.set("alpha", {"DAY": "2"})))
+        first.start()
+        # The unit ignores SIGTERM: it takes its stop_timeout to go, and the second change
+        # comes in meanwhile (no coalesce window: the first was applied at once).
+        run.event("alpha/slow_to_stop", "stopping", after=mark)
+        answers.append(client.set("alpha", {"DAY": "3"}))
+        first.join(60)
+        assert all(a["failed"] == {} for a in answers), answers
+        starts = [
+            r
+            for r in run.records[mark:]
+            if r.get("unit") == "alpha/slow_to_stop" and r.get("event") == "starting"
+        ]
+        assert len(starts) == 1
+        assert client.status()["models"]["alpha"]["keys"]["DAY"] == "3"
+    finally:
+        assert run.stop() == 0

@@ -50,7 +50,9 @@ DEFAULT_MAX_FAILURES = 5  # more failures than this inside the window: the unit 
 DEFAULT_FAILURE_WINDOW = 60.0
 DEFAULT_BACKOFF_INITIAL = 0.5  # first restart delay, doubled per recent failure
 DEFAULT_BACKOFF_MAX = 30.0
-DEFAULT_COALESCE = 0.05  # runtime-config changes inside this window make one restart
+# Runtime-config changes of one model inside this window make one restart. 0: a change
+# is applied at once, and those that come while its units are stopped join it.
+DEFAULT_COALESCE = 0.0
 DEFAULT_LOG_LINES = 2000  # per unit; a line is at most 16 KiB, most are far shorter
 DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds a client may take to send one request
 DEFAULT_MAX_CONNECTIONS = 128  # per listening port; a unit may hold a few, agents one each

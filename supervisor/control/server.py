@@ -76,10 +76,11 @@ def _prepare_socket(path: Path, stack_file: str) -> None:
             probe.close()
 
 
-def _register(link: Path | None, target: str) -> None:
+def _register(entry: str | None, target: str) -> None:
     """Point the registry entry at our socket (atomically: a symlink renamed over)."""
-    if link is None or not ensure_registry_dir(link.parent):
+    if entry is None or not ensure_registry_dir(os.path.dirname(entry)):
         return
+    link = Path(entry)
     temporary = link.with_name(f".{link.name}.{os.getpid()}")
     with contextlib.suppress(OSError):
         temporary.unlink(missing_ok=True)
@@ -87,15 +88,15 @@ def _register(link: Path | None, target: str) -> None:
         os.replace(temporary, link)
 
 
-def _unregister(link: Path | None, target: str) -> None:
+def _unregister(link: str | None, target: str) -> None:
     with contextlib.suppress(OSError):
         if link is not None and os.readlink(link) == target:
-            link.unlink()
+            os.unlink(link)
 
 
 async def serve_control(
     plane: ControlPlane,
-    registry_link: Path | None,
+    registry_link: str | None,
     limits: Limits,
     note: Callable[[str], None],
     *,

@@ -12,9 +12,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+TYPE_CHECKING = False  # importing typing would cost every client command 4 ms
+if TYPE_CHECKING:
+    from pathlib import Path
 
 COMMANDS = ("export", "exec", "wait")
+
+
+def _path(text: str) -> Path:
+    """A Path, with pathlib imported only when an option is given (client commands that
+    never take one stay quick to start)."""
+    from pathlib import Path
+
+    return Path(text)
+
+
 TARGETS = ("kubernetes", "systemd", "compose")
 
 
@@ -53,7 +66,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         parser.add_argument(
             "-c",
             "--config",
-            type=Path,
+            type=_path,
             metavar="FILE",
             help="stack file",
             default=argparse.SUPPRESS,
@@ -62,10 +75,10 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             "--model", action="append", default=[], metavar="M", help="only this model; repeatable"
         )
         parser.add_argument(
-            "-o", "--output", type=Path, required=True, metavar="DIR", help="directory to write"
+            "-o", "--output", type=_path, required=True, metavar="DIR", help="directory to write"
         )
         parser.add_argument(
-            "--report", type=Path, metavar="FILE", help="write what could not be mapped as JSON"
+            "--report", type=_path, metavar="FILE", help="write what could not be mapped as JSON"
         )
         parser.add_argument(
             "--prefix", default="supervise", metavar="NAME", help="name prefix (default: supervise)"

@@ -20,7 +20,7 @@ GUARD_EXIT_TIMEOUT = 2.0  # the guard's own sweep after a clean stop finds nothi
 class Guard:
     """The running guard of one supervisor."""
 
-    def __init__(self, runtime_dir: Path, registry_link: tuple[Path, str] | None = None) -> None:
+    def __init__(self, runtime_dir: Path, registry_link: tuple[str, str] | None = None) -> None:
         self.runtime_dir = runtime_dir
         self.registry_link = registry_link
         self._process: subprocess.Popen[bytes] | None = None

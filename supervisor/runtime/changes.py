@@ -149,26 +149,30 @@ class Changes:
     async def _flush(self, model: str, queue: ModelQueue) -> None:
         try:
             while queue.pending:
+                # With `coalesce` 0 (the default) a change is applied at once; changes
+                # that come while its units are being stopped join it (`_apply`).
                 await anyio.sleep(self.sv.loaded.stack.supervise.coalesce)
                 async with queue.lock:
                     batch, queue.pending = queue.pending, []
-                    await self._apply(model, batch)
+                    await self._apply(model, batch, queue)
         finally:
             queue.flushing = False
 
-    async def _apply(self, model: str, batch: list[Change]) -> None:
+    def _take(self, model: str, changes: list[Change]) -> None:
+        for change in changes:
+            self.sv.keys.change(model, change.set, change.unset)
+        for record in self.sv.of_model(model):
+            record.poke()
+
+    async def _apply(self, model: str, batch: list[Change], queue: ModelQueue) -> None:
         sv = self.sv
         if model not in sv.domains:
             _finish(batch, ChangeResult(model, message=f"model {model} was dropped"))
             return
         snapshot = sv.keys.snapshot(model)
         before = sv.keys.keys(model)
-        for change in batch:
-            sv.keys.change(model, change.set, change.unset)
-        after = sv.keys.keys(model)
-        changed = tuple(sorted(k for k in {*before, *after} if before.get(k) != after.get(k)))
-        for record in sv.of_model(model):
-            record.poke()
+        self._take(model, batch)
+        changed = _changed(before, sv.keys.keys(model))
         status = sv.domains[model]
         if status.state is not ModelState.RUNNING:
             message = (
@@ -183,14 +187,29 @@ class Changes:
                 batch, ChangeResult(model, changed, message="" if changed else "nothing changed")
             )
             return
+        sv.set_model(model, ModelState.CHANGING)
+        restart, watch = list(targets.restart), list(targets.watch)
+        if restart:
+            sv.note(f"restarting {', '.join(r.name for r in restart)} (rendering changed)")
+        await sv.stop_units(restart, StopReason.CHANGE, "restarting: rendering changed")
+        while queue.pending:  # came while those stopped: one restart for all of them
+            more, queue.pending = queue.pending, []
+            self._take(model, more)
+            batch.extend(more)
+            extra = affected(sv, [r for r in sv.of_model(model) if r not in (*restart, *watch)])
+            await sv.stop_units(extra.restart, StopReason.CHANGE, "restarting: rendering changed")
+            restart += extra.restart
+            watch += extra.watch
+        changed = _changed(before, sv.keys.keys(model))
+        names = tuple(r.name for r in (*restart, *watch))
         for change in batch:
-            change.changed, change.restarted = changed, targets.names
+            change.changed, change.restarted = changed, names
             change.applied.set()
         rollback = any(c.rollback for c in batch if c.set or c.unset)
         timeout = max(c.timeout for c in batch)
-        sv.set_model(model, ModelState.CHANGING)
-        failed = await restart_and_wait(sv, targets, timeout, "rendering changed")
-        result = ChangeResult(model, changed, targets.names, failed)
+        waiters = sv.start_units(restart) + sv.watch_units(watch)
+        failed = await wait_all(sv, waiters, timeout)
+        result = ChangeResult(model, changed, names, failed)
         if failed and rollback:
             result = await self._roll_back(model, snapshot, result, timeout)
         if sv.domains.get(model, status).state is ModelState.CHANGING:
@@ -218,6 +237,10 @@ class Changes:
         return ChangeResult(
             model, result.changed, result.restarted, result.failed, message, rolled_back=True
         )
+
+
+def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(sorted(k for k in {*before, *after} if before.get(k) != after.get(k)))
 
 
 def what_happened(unit: str, reason: str) -> str:

@@ -29,6 +29,7 @@ import anyio.abc
 from supervisor.config.handoff import PublishError
 from supervisor.control.plane import LogRecord
 from supervisor.observe import Histogram, ToolList
+from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.pipes import drain
 from supervisor.osproc.sockets import notify_socket
 from supervisor.osproc.spawn import Child, Reaper, SpawnError
@@ -48,6 +49,7 @@ class InstanceHost(Protocol):
 
     forced: anyio.Event  # set on a second Ctrl-C: stops kill at once
     reaper: Reaper  # exec probes spawn through it
+    listening: ListenWatch  # the one reader of listening ports, for tcp readiness probes
 
     async def launch(self, record: UnitRecord, rendering: Rendering) -> Child: ...
 
@@ -196,7 +198,9 @@ class Instance:
             if rendering.probe is None:
                 await anyio.sleep(spec.start_seconds)
             else:
-                context = self._context(self.record.histogram("ready", rendering.probe.kind))
+                context = self._context(
+                    self.record.histogram("ready", rendering.probe.kind), ready=True
+                )
                 await wait_ready(rendering.probe, context)
                 if context.tools is not None:
                     self.host.tools_seen(self.record, context.tools)
@@ -217,7 +221,7 @@ class Instance:
         if rendering.live is not None:
             await self._stay_alive(child, rendering.live)
 
-    def _context(self, histogram: Histogram | None) -> ProbeContext:
+    def _context(self, histogram: Histogram | None, *, ready: bool = False) -> ProbeContext:
         record = self.record
 
         def on_error(error: str) -> None:
@@ -231,6 +235,7 @@ class Instance:
             self.notified,
             histogram=histogram,
             on_error=on_error,
+            listening=self.host.listening if ready else None,
         )
 
     async def _stay_alive(self, child: Child, live: RenderedLive) -> None:

@@ -16,6 +16,7 @@ import h11
 
 from supervisor.config.model import port_number
 from supervisor.observe import Histogram, ToolList
+from supervisor.osproc.listening import LOCAL_HOSTS, ListenWatch
 from supervisor.osproc.spawn import Reaper, SpawnError, spawn
 from supervisor.osproc.tree import kill_tree
 from supervisor.plan import RenderedProbe
@@ -47,6 +48,7 @@ class ProbeContext:
     # Told each failed attempt's error ("" when one passed), for `why`.
     on_error: Callable[[str], None] = field(default=lambda _error: None)
     tools: ToolList | None = None  # what the last passing mcp attempt listed
+    listening: ListenWatch | None = None  # the shared reader of listening local ports
 
 
 async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
@@ -61,6 +63,16 @@ async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
             await event.wait()
             return
         raise ProbeTimeout(probe, "")
+    if probe.kind == "tcp" and ctx.listening is not None:
+        local = _local_port(probe.target[0])
+        if local is not None:
+            started = anyio.current_time()
+            with anyio.move_on_after(probe.within):
+                await ctx.listening.until_listening(local)
+                if ctx.histogram is not None:
+                    ctx.histogram.observe(anyio.current_time() - started)
+                return
+            raise ProbeTimeout(probe, f"nothing listens on port {local}")
     attempt = _ATTEMPTS[probe.kind]
     last_error = ""
     # Attempts start FIRST_RETRY apart and double up to `interval`: a fast server is seen
@@ -83,6 +95,16 @@ async def wait_ready(probe: RenderedProbe, ctx: ProbeContext) -> None:
             await anyio.sleep(pause)
             pause = min(pause * 2, probe.interval)
     raise ProbeTimeout(probe, last_error)
+
+
+def _local_port(target: str) -> int | None:
+    """The port of a `tcp` target on this machine (None: another host, or malformed)."""
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        host, port = "", target
+    if host.removeprefix("[").removesuffix("]") not in LOCAL_HOSTS:
+        return None
+    return port_number(port)
 
 
 class ProbeFailed(Exception):

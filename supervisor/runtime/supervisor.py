@@ -42,6 +42,7 @@ from supervisor.errors import ConfigError, MissingModelKey, Problem
 from supervisor.observe import Note, ToolList, ToolsEvent
 from supervisor.osproc.guard import Guard
 from supervisor.osproc.launch import Launcher
+from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
 from supervisor.output.format import SUPERVISOR_NAME
@@ -109,6 +110,7 @@ class Supervisor:
         log_lines = loaded.stack.supervise.log_lines
         self.journal: deque[LogRecord] = deque(maxlen=log_lines)  # the supervisor's own lines
         self.reaper = Reaper()
+        self.listening = ListenWatch()
         self.runtime_dir = Path()
         self.guard = Guard(self.runtime_dir)
         self.launcher = Launcher(self.reaper, self.guard)
@@ -152,6 +154,7 @@ class Supervisor:
             # units are being stopped, even when the inner group is torn down by an error.
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self.reaper.run)
+                outer.start_soon(self.listening.run)
                 try:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
