@@ -44,8 +44,17 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             State.FAILED,
         }
     ),
+    # RUNNING -> STARTING: an overlapping restart (the old instance serves meanwhile).
     State.RUNNING: frozenset(
-        {State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FAILED}
+        {
+            State.RUNNING,
+            State.STARTING,
+            State.STOPPING,
+            State.STOPPED,
+            State.BACKOFF,
+            State.EXITED,
+            State.FAILED,
+        }
     ),
     State.STOPPING: frozenset({State.STOPPING, State.STOPPED}),
     State.STOPPED: _START_AGAIN,

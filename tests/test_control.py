@@ -661,3 +661,78 @@ stop_timeout = 1
         assert client.status()["models"]["alpha"]["keys"]["DAY"] == "3"
     finally:
         assert run.stop() == 0
+
+
+def test_an_overlapping_restart_serves_throughout_and_returns_once_the_old_one_is_gone(
+    tmp_path: Path,
+) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+SIGNATURE = "v1"
+[processes.held]
+per_model = true
+command = ["{PY}", "{SVC}", "--listen", "--delay", "0.3"]
+port = "auto"
+socket = true
+overlap = true
+inject = ["SIGNATURE"]
+ready = {{ log = "^listening" }}
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/held", "running", ready=True)
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        port = client.status("alpha/held")["port"]
+        seen: list[tuple[float, str]] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    reply = ask(port).split()
+                except OSError as exc:
+                    failures.append(repr(exc))
+                    return
+                if not reply:
+                    failures.append("empty answer")
+                    return
+                seen.append((time.time(), reply[1]))
+
+        thread = threading.Thread(target=hammer, daemon=True)
+        thread.start()
+        try:
+            overlapping_restarts(client, run, port, seen)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert failures == []  # not one connection refused, reset or cut
+    finally:
+        assert run.stop() == 0
+
+
+def overlapping_restarts(
+    client: Client, run: Run, port: int, seen: list[tuple[float, str]]
+) -> None:
+    for value in ("v2", "v3"):
+        old = client.status("alpha/held")["pid"]
+        mark = len(run.records)
+        answer = client.set("alpha", {"SIGNATURE": value})
+        assert answer["failed"] == {}, answer
+        assert not os.path.exists(f"/proc/{old}"), "set returned before the old one went"
+        spawned = run.event("alpha/held", "running", after=mark)
+        assert spawned["ready"] is False and spawned["pid"] != old
+        run.event("alpha/held", "running", ready=True, after=mark)
+        assert ask(port).split()[2] == value
+        # While the new one took its 0.3 s to listen, the old one went on answering.
+        assert any(pid == str(old) and t > float(spawned["ts"]) for t, pid in seen)
+
+
+def test_overlap_needs_a_held_socket(tmp_path: Path) -> None:
+    path = write_stack(tmp_path, "[processes.a]\ncommand = 'x'\nport = 'auto'\noverlap = true\n")
+    result = cli("check", "-c", str(path))
+    assert result.returncode == 2
+    assert "overlap = true needs socket = true" in result.stderr

@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from supervisor.config import locate
-from supervisor.config.explain import problems_from
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
 from supervisor.config.locate import PROCFILE, PYPROJECT, STACK_FILE
 from supervisor.config.model import Stack, port_number
@@ -135,6 +134,8 @@ def load_stack(
         try:
             stack = Stack.model_validate(raw)
         except ValidationError as exc:
+            from supervisor.config.explain import problems_from  # only for a bad file
+
             problems.extend(problems_from(exc, name, Stack, text if path.suffix == ".toml" else ""))
             raise ConfigError(problems) from exc
     if problems:

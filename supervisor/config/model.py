@@ -327,6 +327,9 @@ class Process(_Strict):
     # Hold the listening socket in the supervisor and pass it down (systemd's LISTEN_FDS),
     # so clients queue in the backlog across restarts instead of being refused.
     socket: bool = False
+    # With `socket = true`: a restart starts the new instance on the held socket first and
+    # stops the old one once the new one is ready, so no moment goes without a server.
+    overlap: bool = False
     # Fork from a warm interpreter that imported these modules already; the command must
     # be `python -m MODULE ...`.
     preload: list[str] = []
@@ -398,6 +401,11 @@ class Process(_Strict):
             raise ValueError('socket = true needs a port (a number or "auto")')
         if self.socket and self.oneshot:
             raise ValueError("a oneshot cannot hold a listening socket")
+        if self.overlap and not self.socket:
+            raise ValueError(
+                "overlap = true needs socket = true: two instances can share a port only "
+                "through the socket the supervisor holds"
+            )
         if self.preload:
             words = self.command if isinstance(self.command, list) else split_command(self.command)
             if self.shell or len(words) < 3 or words[1] != "-m":

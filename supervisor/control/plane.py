@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from anyio.streams.memory import MemoryObjectReceiveStream
-
 from supervisor.observe import Note, ProbeStats, ToolList, ToolsEvent
 from supervisor.secrets import Redactor
 from supervisor.state import Event, ModelEvent, ModelStatus, Status
+
+TYPE_CHECKING = False  # the streams' module is anyio's; only its type is needed here
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
 
 DEFAULT_WAIT = 60.0  # how long a waiting call (set, start, restart, launch, reload) waits
 

@@ -29,7 +29,7 @@ from supervisor.runtime import gate
 from supervisor.runtime.keys import KeyLayers
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.supervisor import Supervisor
-from supervisor.runtime.unit import Waiter
+from supervisor.runtime.unit import Replace, Waiter
 from supervisor.state import ModelState, State, StopReason
 
 
@@ -96,6 +96,29 @@ def affected(sv: Supervisor, records: Iterable[UnitRecord]) -> Affected:
     return Affected(tuple(restart), tuple(watch))
 
 
+def overlapping(records: Iterable[UnitRecord]) -> list[UnitRecord]:
+    """Units that restart by overlap (`overlap = true`, serving now): never stopped first."""
+    return [
+        r
+        for r in records
+        if r.unit.spec.overlap and r.status.state is State.RUNNING and r.status.ready
+    ]
+
+
+async def stop_for_restart(sv: Supervisor, records: Iterable[UnitRecord], why: str) -> None:
+    """Stop what restarts by stopping (dependents first); overlapping units serve on."""
+    chosen = list(records)
+    swap = overlapping(chosen)
+    await sv.stop_units([r for r in chosen if r not in swap], StopReason.CHANGE, why)
+
+
+def restart_stopped(sv: Supervisor, records: Iterable[UnitRecord]) -> list[Waiter]:
+    """Start what `stop_for_restart` stopped, and replace the overlapping ones."""
+    chosen = list(records)
+    swap = overlapping(chosen)
+    return sv.send(swap, Replace) + sv.start_units([r for r in chosen if r not in swap])
+
+
 async def restart_and_wait(
     sv: Supervisor, targets: Affected, timeout: float, why: str
 ) -> dict[str, str]:
@@ -103,8 +126,8 @@ async def restart_and_wait(
     `targets.watch`; {unit: reason} for those that did not make it."""
     if targets.restart:
         sv.note(f"restarting {', '.join(r.name for r in targets.restart)} ({why})")
-    await sv.stop_units(targets.restart, StopReason.CHANGE, f"restarting: {why}")
-    waiters = sv.start_units(targets.restart) + sv.watch_units(targets.watch)
+    await stop_for_restart(sv, targets.restart, f"restarting: {why}")
+    waiters = restart_stopped(sv, targets.restart) + sv.watch_units(targets.watch)
     return await wait_all(sv, waiters, timeout)
 
 
@@ -191,13 +214,13 @@ class Changes:
         restart, watch = list(targets.restart), list(targets.watch)
         if restart:
             sv.note(f"restarting {', '.join(r.name for r in restart)} (rendering changed)")
-        await sv.stop_units(restart, StopReason.CHANGE, "restarting: rendering changed")
+        await stop_for_restart(sv, restart, "restarting: rendering changed")
         while queue.pending:  # came while those stopped: one restart for all of them
             more, queue.pending = queue.pending, []
             self._take(model, more)
             batch.extend(more)
             extra = affected(sv, [r for r in sv.of_model(model) if r not in (*restart, *watch)])
-            await sv.stop_units(extra.restart, StopReason.CHANGE, "restarting: rendering changed")
+            await stop_for_restart(sv, extra.restart, "restarting: rendering changed")
             restart += extra.restart
             watch += extra.watch
         changed = _changed(before, sv.keys.keys(model))
@@ -207,7 +230,7 @@ class Changes:
             change.applied.set()
         rollback = any(c.rollback for c in batch if c.set or c.unset)
         timeout = max(c.timeout for c in batch)
-        waiters = sv.start_units(restart) + sv.watch_units(watch)
+        waiters = restart_stopped(sv, restart) + sv.watch_units(watch)
         failed = await wait_all(sv, waiters, timeout)
         result = ChangeResult(model, changed, names, failed)
         if failed and rollback:

@@ -76,6 +76,22 @@ class Transitions(Protocol):
     def stopping(self, child: Child) -> None: ...
 
 
+class _Quiet:
+    """The transitions of a retired instance: none reach the unit."""
+
+    def spawned(self, child: Child) -> None:
+        return None
+
+    def became_ready(self, child: Child) -> None:
+        return None
+
+    def became_unready(self, child: Child, reason: str) -> None:
+        return None
+
+    def stopping(self, child: Child) -> None:
+        return None
+
+
 class Instance:
     def __init__(
         self, record: UnitRecord, rendering: Rendering, host: InstanceHost, to: Transitions
@@ -89,6 +105,14 @@ class Instance:
         self.ready = False
         # Heartbeats for a `log` / `notify` liveness probe: matching lines, WATCHDOG=1.
         self.beats = 0
+        self.retired = False  # replaced by a newer instance (overlap): it speaks no more
+        self.marker = record.marker  # its own: an overlapping successor has another
+
+    def retire(self) -> None:
+        """Another instance speaks for the unit from now on; this one serves on until it
+        is cancelled, without changing the unit's status."""
+        self.retired = True
+        self.to = _Quiet()
 
     def __repr__(self) -> str:
         child = self.record.child
@@ -125,7 +149,7 @@ class Instance:
                 with anyio.CancelScope(shield=True):
                     await stop_tree(
                         child.pid,
-                        record.marker,
+                        self.marker,
                         signal.SIGTERM,
                         AFTER_EXIT_STOP_TIMEOUT,
                         child.exited,
@@ -143,7 +167,8 @@ class Instance:
                 if sock is not None:
                     await sock.aclose()
                 self.host.released(child)
-                record.child = None
+                if record.child is child:  # not the instance that replaced it
+                    record.child = None
         if spec.oneshot and child.returncode == 0 and not self.fatal:
             try:
                 self.host.take_published(record)
@@ -290,14 +315,14 @@ class Instance:
                     await self._stop_gracefully(child)
                     tg.cancel_scope.cancel()
         if child.returncode is None:
-            await kill_tree(child.pid, self.record.marker, [], child.exited)
+            await kill_tree(child.pid, self.marker, [], child.exited)
 
     async def _stop_gracefully(self, child: Child) -> None:
         """The unit's stop signal to its tree, then SIGKILL after its stop_timeout."""
         spec = self.record.unit.spec
         await stop_tree(
             child.pid,
-            self.record.marker,
+            self.marker,
             signal.Signals[spec.stop_signal],
             spec.stop_timeout,
             child.exited,

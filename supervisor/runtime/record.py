@@ -48,6 +48,7 @@ class UnitRecord:
     live_failures: int = 0  # consecutive failed liveness attempts of the live instance
     next_start: float | None = None  # wall clock of the start a backoff waits for
     history: deque[Event | Note | ToolsEvent] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    slot: int = 0  # which of two hand-off files the instance has (see `take_other_slot`)
 
     @property
     def name(self) -> str:
@@ -88,6 +89,15 @@ class UnitRecord:
         self.wake.set()
         self.wake = anyio.Event()
 
+    def take_other_slot(self) -> None:
+        """Overlap: the next instance runs beside the current one, so it gets the other
+        hand-off file (and notify socket). Its marker differs, and stopping either
+        instance's tree never reaches the other."""
+        self.slot = 1 - self.slot
+        self.env_file = slotted(self.env_file, self.slot)
+        if self.notify_path is not None:
+            self.notify_path = slotted(self.notify_path, self.slot)
+
     def reset_env_file(self) -> None:
         """A new, empty, private hand-off file for the next instance (0600). Whatever the
         last instance left there (a FIFO, a symlink, a directory) is removed, never opened."""
@@ -102,3 +112,10 @@ class UnitRecord:
 
     def __repr__(self) -> str:
         return f"<{self.name} {self.status.describe()}>"
+
+
+def slotted(path: Path, slot: int) -> Path:
+    """`held.env` for slot 0, `held.1.env` for slot 1 (a process name has no dot)."""
+    stem = path.name.split(".", 1)[0]
+    suffix = path.name.rsplit(".", 1)[1]
+    return path.with_name(f"{stem}.{suffix}" if slot == 0 else f"{stem}.1.{suffix}")

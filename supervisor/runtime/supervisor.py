@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import deque
@@ -45,6 +46,7 @@ from supervisor.osproc.launch import Launcher
 from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
+from supervisor.osproc.tree import signal_group, table_since
 from supervisor.output.format import SUPERVISOR_NAME
 from supervisor.output.logfiles import LogFiles, log_routes
 from supervisor.output.printer import Printer
@@ -54,7 +56,7 @@ from supervisor.runtime import gate
 from supervisor.runtime.events import EVENT_BACKLOG, LOG_BACKLOG, Broadcaster
 from supervisor.runtime.gate import Verdict
 from supervisor.runtime.keys import ModelKeys
-from supervisor.runtime.record import UnitRecord
+from supervisor.runtime.record import UnitRecord, slotted
 from supervisor.runtime.unit import Command, Retire, Start, Stop, UnitRunner, Waiter, Watch
 from supervisor.state import (
     Blocker,
@@ -256,7 +258,8 @@ class Supervisor:
         if (spec.ready is not None and spec.ready.notify) or notify_live:
             notify_dir = self.runtime_dir / "notify"
             notify_dir.mkdir(mode=0o700, exist_ok=True)
-            record.notify_path = notify_dir / f"{unit.name.replace('/', '@')}.sock"
+            name = f"{unit.name.replace('/', '@')}.sock"
+            record.notify_path = slotted(notify_dir / name, record.slot)
 
     async def retire(self, records: Iterable[UnitRecord]) -> None:
         """Stop units for good (dependents first) and forget them."""
@@ -316,11 +319,12 @@ class Supervisor:
         depth.update((r.name, 0) for r in records if r.name not in depth)
         chosen = {r.name: self.runners[r.name] for r in records if r.name in self.runners}
         for level in sorted({depth[n] for n in chosen}, reverse=True):
+            at_level = [name for name in chosen if depth[name] == level]
+            _signal_first([self.records[name] for name in at_level if name in self.records])
             done = []
-            for name, runner in chosen.items():
-                if depth[name] == level:
-                    done.append(anyio.Event())
-                    runner.send(Stop(reason, text, done[-1]))
+            for name in at_level:
+                done.append(anyio.Event())
+                chosen[name].send(Stop(reason, text, done[-1]))
             for event in done:
                 await event.wait()
 
@@ -488,6 +492,20 @@ class Supervisor:
 
     def released(self, child: Child) -> None:
         self.guard.forget(child.pid)
+
+
+def _signal_first(records: list[UnitRecord]) -> None:
+    """Send every running unit of a level its stop signal at once, before each unit's
+    task gets to its own (graceful, bounded) stop: N units stop in the time of one. The
+    process table their stops work from is taken first, so that descendants reparented
+    when a leader dies are still known to be theirs."""
+    live = [r for r in records if r.child is not None and r.child.returncode is None]
+    if not live:
+        return
+    table_since(time.monotonic())
+    for record in live:
+        assert record.child is not None
+        signal_group(record.child.pid, signal.Signals[record.unit.spec.stop_signal])
 
 
 def _exit_code_of(status: Status) -> int:

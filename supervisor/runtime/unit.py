@@ -71,6 +71,15 @@ class Restart:
 
 
 @dataclass(frozen=True)
+class Replace:
+    """Start a new instance with the current config, now: with `overlap`, the running
+    one serves until the new one is ready (or has failed) and is stopped then; else it
+    is stopped first. Never joins a restart in flight (that one may have old keys)."""
+
+    waiter: Waiter | None = None
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: StopReason
     text: str = ""
@@ -91,7 +100,7 @@ class Retire:
     done: anyio.Event
 
 
-Command = Start | Restart | Stop | Watch | Retire
+Command = Start | Restart | Replace | Stop | Watch | Retire
 
 
 class UnitHost(InstanceHost, Protocol):
@@ -120,6 +129,7 @@ class UnitRunner:
         self._life: anyio.CancelScope | None = None
         self._life_done = anyio.Event()
         self._life_done.set()
+        self._instance: Instance | None = None  # the current life's instance, if spawned
         self._tg: anyio.abc.TaskGroup | None = None
         self._retired = False
 
@@ -191,6 +201,11 @@ class UnitRunner:
                 return
             self.failures.reset()
             self._begin(command.waiter)
+        elif isinstance(command, Replace):
+            if self._can_overlap():
+                self._overlap(command.waiter)
+            else:
+                await self._restart_now(command.waiter)
         elif isinstance(command, Restart):
             if self.alive and self.waiters:  # a restart is in flight: share its outcome
                 if command.waiter is not None:
@@ -205,13 +220,57 @@ class UnitRunner:
                         )
                     )
                 return
-            carried, self.waiters = self.waiters, []
-            await self._end_life()
-            if self.record.status.state in (State.STOPPING, State.STARTING):
-                self._set(State.STOPPED, stop=StopReason.CHANGE, reason="restarting")
-            self.failures.reset()
-            self.waiters = carried
-            self._begin(command.waiter)
+            if self._can_overlap():
+                self._overlap(command.waiter)
+                return
+            await self._restart_now(command.waiter)
+
+    async def _restart_now(self, waiter: Waiter | None) -> None:
+        carried, self.waiters = self.waiters, []
+        await self._end_life()
+        if self.record.status.state in (State.STOPPING, State.STARTING, State.RUNNING):
+            self._set(State.STOPPED, stop=StopReason.CHANGE, reason="restarting")
+        self.failures.reset()
+        self.waiters = carried
+        self._begin(waiter)
+
+    def _can_overlap(self) -> bool:
+        status = self.record.status
+        return (
+            self.record.unit.spec.overlap
+            and self._instance is not None
+            and status.state is State.RUNNING
+            and status.ready
+        )
+
+    def _overlap(self, waiter: Waiter | None) -> None:
+        """Start the next instance beside the running one (on the held socket); once it
+        has settled, stop the old one, and only then answer."""
+        assert self._tg is not None
+        assert self._instance is not None
+        assert self._life is not None
+        old_instance, old_life, old_done = self._instance, self._life, self._life_done
+        old_instance.retire()  # it serves on, but no longer speaks for the unit
+        self.record.take_other_slot()  # its own marker: stopping one never stops the other
+        settled = Waiter(self.record.name)
+        self._life = None
+        self._life_done = anyio.Event()
+        self.failures.reset()
+        self._begin(settled)
+        self._tg.start_soon(self._retire_after, settled, old_life, old_done, waiter)
+
+    async def _retire_after(
+        self,
+        settled: Waiter,
+        old_life: anyio.CancelScope,
+        old_done: anyio.Event,
+        waiter: Waiter | None,
+    ) -> None:
+        await settled.done.wait()
+        old_life.cancel()
+        await old_done.wait()
+        if waiter is not None and settled.verdict is not None:
+            waiter.resolve(settled.verdict)
 
     def _begin(self, waiter: Waiter | None = None) -> None:
         assert self._tg is not None, "the unit's task is not running"
@@ -263,7 +322,14 @@ class UnitRunner:
                 return
             record.rendering = rendering
             self._set(State.STARTING)
-            ended = await Instance(record, rendering, self.host, self).run()
+            instance = self._instance = Instance(record, rendering, self.host, self)
+            try:
+                ended = await instance.run()
+            finally:
+                if self._instance is instance:
+                    self._instance = None
+            if instance.retired:  # replaced: the next instance speaks for the unit now
+                return
             spec = record.unit.spec
             self.failures.limit, self.failures.window = spec.max_failures, spec.failure_window
             decision = after_exit(spec, ended, self.failures, anyio.current_time())

@@ -5,7 +5,8 @@ DIR/<unit>.json; --publish K=V appends to $SUPERVISE_ENV; --stderr TEXT prints a
 stderr; --flood N writes N bytes to stdout without a newline; --tree setsid|group starts a
 grandchild (in a new session, or in this process group) that ignores SIGTERM and records
 its pid in DIR/<unit>.grandchild; --ignore-term ignores SIGTERM; --listen serves TCP on
-$PORT after --delay S (answers one line: unit pid SIGNATURE); --exit CODE exits with
+$PORT after --delay S (answers one line: unit pid SIGNATURE; SIGTERM ends it gracefully,
+answering the connection it took); --exit CODE exits with
 CODE after --sleep S.
 """
 
@@ -72,13 +73,17 @@ def main() -> int:
         else:
             server = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
         print("listening", flush=True)
-        server.settimeout(args.sleep)
+        # Like a real server, SIGTERM stops it accepting; a connection it took is answered.
+        stopping: list[int] = []
+        if not args.ignore_term:
+            signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+        server.settimeout(0.1)
         deadline = time.monotonic() + args.sleep
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stopping:
             try:
                 conn, _ = server.accept()
             except TimeoutError:
-                break
+                continue
             with conn:
                 unit_name = os.environ.get("SUPERVISE_UNIT")
                 signature = os.environ.get("SIGNATURE")
