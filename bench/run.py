@@ -1,4 +1,4 @@
-"""Benchmark supervise against a bash floor and supervisord, honcho and circus (issue 6).
+"""Benchmark supervise against a bash floor and supervisord, honcho and circus (issues 6 and 12).
 
     /work/venv/bin/python bench/run.py [--quick] [--n 10,50,200] [--repeats 3]
                                        [--tools floor,supervise,supervisord,honcho,circus]
@@ -16,9 +16,9 @@ run token, and the end of the run (or Ctrl-C) kills by pid whatever still carrie
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import datetime
-import compileall
 import hashlib
 import json
 import os

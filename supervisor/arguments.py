@@ -4,8 +4,15 @@ commands must start fast); `supervisor.cli` turns the parsed arguments into call
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Sequence
 
 from supervisor import __version__
+
+TYPE_CHECKING = False  # importing typing costs a client command 4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 STACK_HELP = (
     "stack file (default: supervise.toml, pyproject.toml [tool.supervise] or Procfile, "
@@ -35,9 +42,67 @@ def _stack_options(parser: argparse.ArgumentParser, *, top: bool, procfile: bool
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every verb, its options and its help; no behaviour."""
-    parser = argparse.ArgumentParser(
+VERBS = frozenset(
+    {
+        *("run", "check", "status", "set", "launch", "drop", "restart", "stop", "start"),
+        *("reload", "logs", "why", "export", "exec", "wait"),
+    }
+)
+_VALUED = frozenset({"-c", "--config", "-f", "--procfile", "-e", "--env"})
+
+
+def verb_of(argv: Sequence[str]) -> str | None:
+    """The verb on a command line (options before it skipped), if it is a known one."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size finds it, without importing
+    shutil (and its compression modules: 4 ms a client command) as argparse would."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns or 80
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, width=_columns() - 2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (its subparsers too) whose help formatter measures the terminal
+    without shutil."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _formatter)
+        super().__init__(*args, **kwargs)
+
+
+class _Skipped:
+    """A verb that is not on the command line: its options are never built (argparse
+    costs a client command ~1 ms a verb)."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The verbs, their options and their help; no behaviour. With `argv`, only the verb
+    it names is built (all of them when it names none, for the help and the errors)."""
+    only = verb_of(argv) if argv is not None else None
+    parser = _Parser(
         prog="supervise",
         description="Start MCP tool servers and agents in order, with each model's runtime "
         "config injected; restart exactly what a change affects; leave nothing behind.",
@@ -47,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from supervisor.export.cli import add_commands  # argparse only: `wait` starts fast
 
-    add_commands(sub)
+    add_commands(sub, only)
 
     def add(name: str, help_text: str, *, procfile: bool = False) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return _Skipped()  # type: ignore[return-value]  # only add_argument is called
         command = sub.add_parser(name, help=help_text, description=help_text)
         _stack_options(command, top=False, procfile=procfile)
         return command

@@ -17,7 +17,6 @@ import os
 import socket
 import stat
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from urllib.parse import quote, urlencode
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a client 4 ms
 if TYPE_CHECKING:
@@ -27,6 +26,19 @@ SOCKET_VARIABLE = "SUPERVISE_SOCKET"
 DEFAULT_SOCKET = ".supervise/control.sock"
 DEFAULT_WAIT = 60.0  # the server's default for a waiting call
 TIMEOUT_MARGIN = 30.0  # a socket waits this much longer than the server's own deadline
+
+
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-~")
+
+
+def quote(text: str, safe: str = "/") -> str:
+    """`text` for a URL path: as it is when it is plain (every valid unit or model name),
+    else percent-encoded by urllib (whose import a client command need not pay for)."""
+    if _PLAIN.issuperset(text.replace("/", "") if "/" in safe else text):
+        return text
+    from urllib.parse import quote as percent_encoded
+
+    return percent_encoded(text, safe=safe)
 
 
 class ClientError(Exception):
@@ -51,10 +63,13 @@ def registry_dir() -> str:
 
 def registry_entry(stack_file: str | os.PathLike[str]) -> str | None:
     """The registry entry of a stack file: a symlink to its supervisor's socket."""
-    import hashlib  # here: client commands that need no registry do not pay for OpenSSL
+    try:  # the built-in module: hashlib would load OpenSSL (3 ms for every client command)
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:  # Python 3.12 renamed it
+        from hashlib import sha256
 
     resolved = os.path.realpath(stack_file)
-    digest = hashlib.sha256(resolved.encode(errors="surrogateescape")).hexdigest()[:32]
+    digest = sha256(resolved.encode(errors="surrogateescape")).hexdigest()[:32]
     return os.path.join(registry_dir(), f"{digest}.sock")
 
 
@@ -107,11 +122,9 @@ def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, st
     if from_env:
         return from_env, SOCKET_VARIABLE
 
-    from pathlib import Path
-
     from supervisor.config.locate import find_stack_file
 
-    found = find_stack_file(Path.cwd())
+    found = find_stack_file(os.getcwd())
     if found is not None:
         return socket_from_stack_file(found)
     return os.path.abspath(DEFAULT_SOCKET), "no stack file here or above; the default"
@@ -336,6 +349,8 @@ class Client:
             query["since"] = since
         if grep is not None:
             query["grep"] = grep
+        from urllib.parse import urlencode  # logs only
+
         return self._stream(f"/v1/logs?{urlencode(query)}")
 
     def events(self) -> Generator[dict[str, Any], None, None]:

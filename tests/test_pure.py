@@ -224,3 +224,40 @@ def test_listen_fd_launcher_moves_any_descriptor_to_3_with_its_own_pid(spare: in
     assert fds == "1"
     assert listen_pid == pid
     assert result.stdout.splitlines()[1].startswith("socket:")
+
+
+def test_the_verb_is_found_past_the_options_before_it() -> None:
+    from supervisor.arguments import verb_of
+
+    assert verb_of(["status"]) == "status"
+    assert verb_of(["-c", "status", "restart", "x"]) == "restart"  # -c takes a value
+    assert verb_of(["--config=a.toml", "set", "alpha"]) == "set"
+    assert verb_of(["-f", "Procfile", "-e", "x.env", "run", "web"]) == "run"
+    assert verb_of(["--version"]) is None
+    assert verb_of(["statsu"]) is None  # unknown: every verb is built, for the error
+
+
+def test_the_parser_of_one_verb_parses_as_the_whole_one() -> None:
+    from supervisor.arguments import VERBS, build_parser
+
+    whole = build_parser()
+    sub = next(a for a in whole._actions if a.dest == "command")
+    assert set(sub.choices) == VERBS  # type: ignore[arg-type]
+    for argv in (
+        ["-c", "s.toml", "status", "--json", "alpha/trade"],
+        ["set", "alpha", "A=1", "--unset", "B", "--timeout", "3"],
+        ["logs", "-f", "-n", "5", "--grep", "x"],
+        ["export", "systemd", "-o", "out"],
+        ["wait", "--file", "f", "--timeout", "0"],
+    ):
+        assert vars(build_parser(argv).parse_args(argv)) == vars(whole.parse_args(argv))
+
+
+@pytest.mark.parametrize("text", ["alpha", "alpha/trade", "a b", "x/../y", "é", "a?b#c", "%2F", ""])
+def test_the_client_quotes_url_paths_as_urllib_does(text: str) -> None:
+    from urllib.parse import quote as urllib_quote
+
+    from supervisor.client import quote
+
+    assert quote(text) == urllib_quote(text)
+    assert quote(text, safe="") == urllib_quote(text, safe="")

@@ -76,7 +76,7 @@ def find_stack_file(directory: Path) -> Path:
     """
     found = locate.find_stack_file(directory)
     if found is not None:
-        return found
+        return Path(found)
     raise ConfigError(
         [
             Problem(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 TYPE_CHECKING = False  # importing typing would cost every client command 4 ms
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 COMMANDS = ("export", "exec", "wait")
 
@@ -31,11 +32,14 @@ def _path(text: str) -> Path:
 TARGETS = ("kubernetes", "systemd", "compose")
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `export`, `exec` and `wait` to a `supervise` subparsers object."""
-    _add_export(sub)
-    _add_exec(sub)
-    _add_wait(sub)
+def add_commands(
+    sub: argparse._SubParsersAction[Any], only: str | None = None
+) -> None:
+    """Add `export`, `exec` and `wait` to a `supervise` subparsers object (just `only`,
+    when the command line names one verb)."""
+    for name, add in (("export", _add_export), ("exec", _add_exec), ("wait", _add_wait)):
+        if only is None or only == name:
+            add(sub)
 
 
 def run_command(args: argparse.Namespace) -> int | None:
