@@ -8,17 +8,15 @@ Client commands import only `supervisor.client` and `supervisor.output.format`
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
-from functools import partial
 
-from supervisor.arguments import build_parser
+from supervisor import quickargs
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a client 4 ms
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
     from typing import Any
 
 EXIT_OK = 0
@@ -32,13 +30,19 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer cut o
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
-    from supervisor.export.cli import run_command
+    words = sys.argv[1:] if argv is None else list(argv)
+    args: Any = quickargs.parse(words)  # the everyday client command lines, at once
+    if args is None:
+        from supervisor.arguments import build_parser
 
+        args = build_parser(words).parse_args(words)
     try:
-        exported = run_command(args)
-        if exported is not None:
-            return exported
+        if args.command in ("export", "exec", "wait"):
+            from supervisor.export.cli import run_command
+
+            code = run_command(args)
+            assert code is not None, args.command
+            return code
         if args.command == "run":
             return _run(args)
         if args.command == "check":
@@ -131,6 +135,8 @@ def _print_problems(exc: Exception) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from functools import partial
+
     import anyio
 
     from supervisor.check import load_checked
@@ -236,7 +242,7 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
         if args.watch is not None:
             return _watch_status(api, args)
         answer = api.status(args.unit)
-        print(json.dumps(answer, indent=2) if args.json else fmt.format_status(answer))
+        print(_json(answer) if args.json else fmt.format_status(answer))
         return EXIT_OK
     if command == "set":
         answer = api.set(
@@ -251,7 +257,7 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
         return EXIT_FAILED if answer.get("failed") or answer.get("rolled_back") else EXIT_OK
     if command == "launch":
         answer = api.launch(args.model, _pairs(args.pairs), timeout=args.timeout)
-        print(json.dumps(answer, indent=2))
+        print(_json(answer))
         return EXIT_FAILED if answer.get("failed") else EXIT_OK
     if command == "drop":
         print(fmt.format_change(api.drop(args.model)))
@@ -287,6 +293,12 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
     raise AssertionError(command)
 
 
+def _json(answer: Any, indent: int | None = 2) -> str:
+    import json
+
+    return json.dumps(answer, indent=indent)
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -320,7 +332,7 @@ def _watch_status(api: Any, args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     while True:
         answer = api.status(args.unit)
-        text = json.dumps(answer) if args.json else fmt.format_status(answer)
+        text = _json(answer, indent=None) if args.json else fmt.format_status(answer)
         if tty:
             sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S") + "\n" + text + "\n")
         else:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supervisor.config.handoff import PublishError, parse_published
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
@@ -261,3 +265,99 @@ def test_the_client_quotes_url_paths_as_urllib_does(text: str) -> None:
 
     assert quote(text) == urllib_quote(text)
     assert quote(text, safe="") == urllib_quote(text, safe="")
+
+
+_WORDS = [
+    *("status", "set", "restart", "start", "stop", "drop", "why", "logs", "launch", "run"),
+    *("-c", "--config", "-f", "--procfile", "-e", "--env", "--conf", "--config=x.toml"),
+    *("--json", "--watch", "--timeout", "--unset", "--no-wait", "--no-rollback", "--no"),
+    *("-h", "--help", "--version", "--", "-", "", "-x", "-5", "3", "1e3", "nan", "abc"),
+    *("alpha", "alpha/trade", "s.toml", "A=1", "B=", "=x", "K=a b", "é=ü", "SIGNATURE=x/.."),
+]
+
+
+_ARGV = st.one_of(
+    st.lists(st.sampled_from(_WORDS), max_size=7),
+    st.builds(  # mostly a verb with words after it: the shapes the fast path takes
+        lambda before, verb, after: [*before, verb, *after],
+        st.lists(st.sampled_from(["-c", "s.toml", "-f", "-e", "x.env"]), max_size=2),
+        st.sampled_from(["status", "set", "restart", "start", "stop", "drop", "why"]),
+        st.lists(st.sampled_from(_WORDS), max_size=5),
+    ),
+)
+
+
+@given(_ARGV)
+@settings(max_examples=3000, deadline=None)
+def test_the_quick_parser_builds_what_argparse_builds_or_leaves_it_to_argparse(
+    argv: list[str],
+) -> None:
+    """The fast path for everyday client commands never parses a command line otherwise
+    than argparse: the same namespace, or None (argparse then parses it)."""
+    from supervisor.arguments import build_parser
+    from supervisor.quickargs import parse
+
+    quick = parse(argv)
+    if quick is None:
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            expected = build_parser(argv).parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"quick parser accepted {argv!r}, argparse refuses it: {quick!r}")
+    assert vars(quick) == vars(expected), argv
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "alpha/trade", "--json"],
+        ["-c", "s.toml", "restart", "alpha"],
+        ["set", "alpha", "A=1", "B=2", "--unset", "C", "--unset", "D", "--timeout", "2.5"],
+        ["start", "alpha", "-c", "s.toml", "--timeout", "0"],
+        ["stop", "alpha/trade"],
+        ["drop", "beta"],
+        ["why", "math"],
+    ],
+)
+def test_the_everyday_client_commands_take_the_quick_path(argv: list[str]) -> None:
+    from supervisor.arguments import build_parser
+    from supervisor.quickargs import parse
+
+    quick = parse(argv)
+    assert quick is not None
+    assert vars(quick) == vars(build_parser(argv).parse_args(argv))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+@settings(max_examples=500, deadline=None)
+def test_the_clients_json_is_the_json_module(value: object) -> None:
+    import json
+
+    from supervisor import jsonwire
+
+    text = json.dumps(value)
+    assert jsonwire.dumps(value) == text
+    assert jsonwire.loads(text) == value
+    assert jsonwire.loads(f" \n{text}\t".encode()) == value
+
+
+@pytest.mark.parametrize("text", ["", "[1,", '{"a": 1} x', "nul", "{'a': 1}", "[1] [2]"])
+def test_a_malformed_answer_is_the_json_modules_error(text: str) -> None:
+    import json
+
+    from supervisor import jsonwire
+
+    with pytest.raises(json.JSONDecodeError) as ours:
+        jsonwire.loads(text)
+    with pytest.raises(json.JSONDecodeError) as theirs:
+        json.loads(text)
+    assert str(ours.value) == str(theirs.value)
