@@ -355,6 +355,38 @@ required = false
         assert run.stop() == 0
 
 
+def test_tcp_readiness_sees_exactly_the_ports_a_loopback_client_could_reach() -> None:
+    """The kernel's answer over netlink and /proc/net/tcp (the fallback) agree: loopback
+    and wildcard listeners on IPv4 and IPv6 count; another address, a bound socket that
+    does not listen and a connected one do not."""
+    import socket
+
+    from supervisor.osproc import listening
+
+    reached = [
+        socket.create_server(("127.0.0.1", 0)),
+        socket.create_server(("0.0.0.0", 0)),
+        socket.create_server(("::1", 0), family=socket.AF_INET6),
+        socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True),
+    ]
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))
+    other.listen()
+    bound = socket.socket()
+    bound.bind(("127.0.0.1", 0))
+    client = socket.create_connection(reached[0].getsockname()[:2])
+    try:
+        ports = {s.getsockname()[1] for s in reached}
+        not_reached = {other.getsockname()[1], bound.getsockname()[1], client.getsockname()[1]}
+        from_kernel, from_proc = listening._from_netlink(), listening._from_proc()
+        assert ports <= from_kernel and not not_reached & from_kernel
+        assert ports <= from_proc and not not_reached & from_proc
+        assert listening.listening_ports() >= ports
+    finally:
+        for s in (*reached, other, bound, client):
+            s.close()
+
+
 def test_procfile_runs_with_honcho_ports_and_an_exit_0_tears_nothing_down(
     tmp_path: Path,
 ) -> None:

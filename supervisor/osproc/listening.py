@@ -1,7 +1,11 @@
-"""Which local TCP ports are listening, read from /proc/net/tcp and tcp6: one read every
-LISTEN_POLL serves every unit waiting on a `tcp` probe, however many there are, instead
-of each of them connecting in a loop (and competing with the servers for the CPU while
-a whole stack starts).
+"""Which local TCP ports are listening: one look every LISTEN_POLL serves every unit
+waiting on a `tcp` probe, however many there are, instead of each of them connecting in
+a loop (and competing with the servers for the CPU while a whole stack starts).
+
+The look asks the kernel for its listening sockets only (netlink sock_diag, what `ss
+-lnt` uses): microseconds, however many connections the machine has. Reading
+/proc/net/tcp instead costs a line per socket in any state — 12 ms a read here with
+5,600 sockets in TIME_WAIT — and is the fallback where netlink is not allowed.
 
 Invariant: a port counts as listening for 127.0.0.1 when a socket in LISTEN state is
 bound to it on a loopback or wildcard address, in this network namespace — exactly
@@ -10,9 +14,12 @@ when a connection to 127.0.0.1:PORT would be accepted into a backlog.
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import anyio
 
-LISTEN_POLL = 0.01  # between reads of /proc/net/tcp while anybody waits
+LISTEN_POLL = 0.01  # between looks while anybody waits
 _LISTEN = "0A"  # the kernel's TCP_LISTEN state, as /proc/net/tcp writes it
 _LOCAL = frozenset(
     {
@@ -25,9 +32,74 @@ _LOCAL = frozenset(
 )
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::1", "::", ""})
 
+# linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h
+_NETLINK_INET_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN = 10
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_REQUEST = struct.Struct("=BBBBI48x")  # inet_diag_req_v2 (the socket id left zero)
+_LOCAL_RAW = frozenset(
+    {
+        bytes(4),  # 0.0.0.0
+        bytes([127, 0, 0, 1]),
+        bytes(16),  # ::
+        bytes(15) + b"\x01",  # ::1
+        bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1]),  # ::ffff:127.0.0.1
+    }
+)
+_netlink_works = True  # until the kernel or a sandbox says otherwise
+
 
 def listening_ports() -> set[int]:
     """Ports with a socket listening on a loopback or wildcard address."""
+    global _netlink_works
+    if _netlink_works:
+        try:
+            return _from_netlink()
+        except OSError:
+            _netlink_works = False
+    return _from_proc()
+
+
+def _from_netlink() -> set[int]:
+    ports: set[int] = set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_INET_DIAG) as sock:
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+            flags = _NLM_F_REQUEST | _NLM_F_DUMP
+            sock.send(
+                _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY, flags, seq, 0) + body
+            )
+            while _read_dump(sock.recv(65536), family, ports):
+                pass
+    return ports
+
+
+def _read_dump(data: bytes, family: int, ports: set[int]) -> bool:
+    """Add the listening ports of one datagram of the dump; False once it is complete."""
+    width = 4 if family == socket.AF_INET else 16
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size:
+            raise OSError("malformed netlink message")
+        if kind == _NLMSG_DONE:
+            return False
+        if kind == _NLMSG_ERROR:
+            (errno,) = struct.unpack_from("=i", data, offset + _HEADER.size)
+            raise OSError(-errno, "sock_diag refused the dump")
+        message = offset + _HEADER.size  # inet_diag_msg: family, state, timer, retrans, id
+        if kind == _SOCK_DIAG_BY_FAMILY and data[message + 1] == _TCP_LISTEN:
+            (port,) = struct.unpack_from("!H", data, message + 4)
+            if data[message + 8 : message + 8 + width] in _LOCAL_RAW:
+                ports.add(port)
+        offset += (length + 3) & ~3
+    return True
+
+
+def _from_proc() -> set[int]:
     ports: set[int] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
