@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parent
 SERVICE = BENCH / "service.py"
 FLOOR = BENCH / "floor.sh"
 ANCHORS_VENV = BENCH / ".anchors-venv"
+CONSOLE_SCRIPT = "import sys; from supervisor.cli import main; sys.exit(main())"
 ANCHOR_PACKAGES = ("supervisor", "honcho", "circus")  # PyPI names, installed only there
 
 
@@ -147,7 +148,8 @@ class Supervise(Tool):
         script = Path(sys.executable).parent / "supervise"
         if cls.frozen is None and script.exists():
             return [str(script)]
-        return [sys.executable, "-m", "supervisor"]
+        # What the installed `supervise` script runs (`-m` would add runpy's imports).
+        return [sys.executable, "-c", CONSOLE_SCRIPT]
 
     def extra_env(self) -> dict[str, str]:
         return {"PYTHONPATH": str(self.frozen)} if self.frozen is not None else {}
