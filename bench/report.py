@@ -155,13 +155,19 @@ def median(summary: dict[str, Any], tool: str, n: int, metric: str) -> float | N
     return None if value is None else float(value)
 
 
-def targets(summary: dict[str, Any], ns: list[int]) -> list[dict[str, Any]]:
+def targets(
+    summary: dict[str, Any],
+    ns: list[int],
+    main_ns: list[int] | None = None,
+    gap: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """The issue's targets for supervise, each with the measured value and a verdict
-    (True met, False missed, None not measured)."""
+    (True met, False missed, None not measured). Ratios are checked at every N in `ns`;
+    the comparisons with other tools at the largest of `main_ns` (the N every tool ran)."""
     sv = summary.get("supervise", {})
     if not sv:
         return []
-    big, small = max(ns), min(ns)
+    big, small = max(main_ns or ns), min(ns)
     rows: list[dict[str, Any]] = []
 
     def add(what: str, value: str, ok: bool | None) -> None:
@@ -265,6 +271,16 @@ def targets(summary: dict[str, Any], ns: list[int]) -> list[dict[str, Any]]:
         f"{status:.0f} ms" if status is not None else "n/a",
         status <= 50 if status is not None else None,
     )
+    if gap:
+        ours, control = statistics.median(gap["overlap"]["gap"]), gap["control"]["gap"]
+        refused = sum(gap["overlap"]["failed"])
+        worst_control = max(control)
+        add(
+            "restart gap with overlap: none beyond the control's jitter, 0 refused",
+            f"{ours * 1000:.1f} ms (control {statistics.median(control) * 1000:.1f} ms, "
+            f"worst {worst_control * 1000:.1f} ms), {refused} refused",
+            ours <= worst_control and refused == 0,
+        )
     return rows
 
 

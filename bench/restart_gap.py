@@ -26,9 +26,11 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +38,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_figures import ROOT, cli, marked_pids, start, wait_ready
+from core_figures import ROOT, TOKEN, marked_pids, wait_ready
+
+SUPERVISE = [sys.executable, "-m", "supervisor"]  # bench/run.py passes its own
 
 SERVER = """
 import os, signal, socket, sys, time
@@ -80,6 +84,28 @@ env = {{ DELAY = "{delay}" }}
 """
 
 
+def start(stack: Path, base: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*base, "run", "-c", str(stack), "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, TOKEN: "1"},
+        cwd=stack.parent,  # not the checkout: `supervisor` is imported from `base`'s path
+        start_new_session=True,
+    )
+
+
+def cli(base: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*base, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env, TOKEN: "1"},
+        cwd=tempfile.gettempdir(),
+    )
+
+
 class Hammer:
     """Connects in a loop and records (start, end, ok) for every connection."""
 
@@ -119,12 +145,20 @@ def measure(hammer: Hammer, t0: float, t1: float) -> dict[str, float]:
     }
 
 
-def run_mode(work: Path, mode: str, server: Path, args: argparse.Namespace) -> dict[str, list]:
+def run_mode(
+    work: Path,
+    mode: str,
+    server: Path,
+    restarts: int,
+    delay: float,
+    base: list[str],
+    env: dict[str, str],
+) -> dict[str, list]:
     directory = work / mode
     directory.mkdir()
     stack = directory / "supervise.toml"
-    stack.write_text(stack_text(server, args.delay, MODES[mode]))
-    proc = start(stack)
+    stack.write_text(stack_text(server, delay, MODES[mode]))
+    proc = start(stack, base, env)
     figures: dict[str, list] = {
         "gap": [],
         "wait": [],
@@ -136,16 +170,16 @@ def run_mode(work: Path, mode: str, server: Path, args: argparse.Namespace) -> d
     }
     try:
         wait_ready(proc, 1, time.monotonic() + 60)
-        status = cli("status", "--json", "-c", str(stack))
+        status = cli(base, env, "status", "--json", "-c", str(stack))
         port = next(u["port"] for u in json.loads(status.stdout)["units"])
         hammer = Hammer(port)
         try:
             time.sleep(0.3)
             steady = [b[1] - a[1] for a, b in itertools.pairwise(hammer.records)]
             period = statistics.median(steady) if steady else PERIOD
-            for i in range(args.restarts):
+            for i in range(restarts):
                 t0 = time.monotonic()
-                result = cli("set", "m", f"SIGNATURE=v{i + 1}", "-c", str(stack))
+                result = cli(base, env, "set", "m", f"SIGNATURE=v{i + 1}", "-c", str(stack))
                 t1 = time.monotonic()
                 if result.returncode != 0:
                     raise RuntimeError(f"{mode}: set failed: {result.stderr}")
@@ -159,7 +193,7 @@ def run_mode(work: Path, mode: str, server: Path, args: argparse.Namespace) -> d
                 # The control: the same window around a CLI call that restarts nothing
                 # (`status`), so the client's own jitter on a busy machine is known.
                 t0 = time.monotonic()
-                cli("status", "-c", str(stack))
+                cli(base, env, "status", "-c", str(stack))
                 time.sleep(max(0.0, figures["set"][-1] - (time.monotonic() - t0)))
                 t1 = time.monotonic()
                 time.sleep(0.2)
@@ -181,40 +215,68 @@ def spread(values: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
     return f"{med:.1f} {unit} ({min(values) * scale:.1f}–{max(values) * scale:.1f})"
 
 
+def measure_all(
+    restarts: int = 10,
+    delay: float = 0.2,
+    base: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, dict[str, list]]:
+    """Every mode's figures (one list per figure, one entry per restart), and the
+    control's under "control"."""
+    work = Path(tempfile.mkdtemp(prefix="supervise-gap-"))
+    server = work / "server.py"
+    server.write_text(SERVER)
+    results: dict[str, dict[str, list]] = {}
+    try:
+        for mode in MODES:
+            results[mode] = run_mode(
+                work, mode, server, restarts, delay, base or SUPERVISE, env or {}
+            )
+    finally:
+        for pid in marked_pids():
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+    results["control"] = {
+        "gap": [g for mode in MODES for g in results[mode]["control_gap"]],
+        "wait": [w for mode in MODES for w in results[mode]["control_wait"]],
+    }
+    return results
+
+
+def table(results: dict[str, dict[str, list]]) -> list[str]:
+    lines = [
+        "medians (min–max) per restart; gap = longest time between two answers less the",
+        "client's own period between connections",
+        f"{'mode':<9} {'gap':>22} {'longest wait':>22} {'refused/cut':>13} {'set returned':>22}",
+    ]
+    for mode in MODES:
+        fig = results[mode]
+        lines.append(
+            f"{mode:<9} {spread(fig['gap']):>22} {spread(fig['wait']):>22} "
+            f"{sum(fig['failed']):>13} {spread(fig['set'], 1.0, 's'):>22}"
+        )
+    control = results["control"]
+    lines.append(
+        f"{'control':<9} {spread(control['gap']):>22} {spread(control['wait']):>22} "
+        f"{'':>13} {'(status, no restart)':>22}"
+    )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--delay", type=float, default=0.2, help="the server's start-up (s)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="supervise-gap-"))
-    server = work / "server.py"
-    server.write_text(SERVER)
-    results = {}
-    try:
-        for mode in MODES:
-            results[mode] = run_mode(work, mode, server, args)
-    finally:
-        for pid in marked_pids():
-            os.kill(pid, signal.SIGKILL)
+    results = measure_all(args.restarts, args.delay)
     print(
         f"{args.restarts} restarts per mode, server start-up {args.delay:g} s, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, supervise from {ROOT}"
     )
-    print("medians (min–max) per restart; gap = longest time between two answers less the")
-    print("client's own period between connections")
-    print(f"{'mode':<9} {'gap':>22} {'longest wait':>22} {'refused/cut':>13} {'set returned':>22}")
-    for mode, fig in results.items():
-        print(
-            f"{mode:<9} {spread(fig['gap']):>22} {spread(fig['wait']):>22} "
-            f"{sum(fig['failed']):>13} {spread(fig['set'], 1.0, 's'):>22}"
-        )
-    control = [g for fig in results.values() for g in fig["control_gap"]]
-    waits = [w for fig in results.values() for w in fig["control_wait"]]
-    print(
-        f"{'control':<9} {spread(control):>22} {spread(waits):>22} {'':>13} "
-        f"{'(status, no restart)':>22}"
+    print("\n".join(table(results)))
+    ratio = statistics.median(results["overlap"]["gap"]) / max(
+        statistics.median(results["control"]["gap"]), 1e-6
     )
-    ratio = statistics.median(results["overlap"]["gap"]) / max(statistics.median(control), 1e-6)
     print(f"overlap gap / control gap: {ratio:.2f}x (1.0: no gap beyond the client's own jitter)")
     left = marked_pids()
     if left:

@@ -36,6 +36,7 @@ from typing import Any
 
 import procs
 import report
+import restart_gap
 import scenarios
 from tools import (
     ANCHOR_PACKAGES,
@@ -53,6 +54,11 @@ VENV_TIMEOUT = 600.0  # creating the anchors venv and installing three packages
 VERSION_TIMEOUT = 20.0
 DEFAULT_NS = "10,50,200"
 QUICK_NS = "10,50"
+BIG_N = 500  # one round after the repeats, with BIG_TOOLS only
+# supervisord stops its programs one after the other (not within the 20 s bound from N =
+# 50 on) and honcho forks one Python worker per process (3.3 GiB RSS at N = 200).
+BIG_TOOLS = "floor,supervise,circus"
+GAP_RESTARTS = 10
 QUICK_IDLE_WINDOW = 5.0
 SMALL_N_IDLE_WINDOW = 3.0  # idle window below the largest N (the target is at the largest)
 LEFTOVER_EXAMPLES = 3  # command lines kept per boot for what the teardown killed
@@ -73,6 +79,22 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--n", default=None, help=f"comma-separated N (default {DEFAULT_NS})")
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
+    parser.add_argument(
+        "--big-n",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"one more round at this N with --big-tools (default {BIG_N}; quick and 0: none)",
+    )
+    parser.add_argument("--big-tools", default=BIG_TOOLS, help=f"default {BIG_TOOLS}")
+    parser.add_argument(
+        "--gap-restarts",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"restarts per mode of the restart-gap scenario (default {GAP_RESTARTS}, "
+        "quick 5; 0: skip it)",
+    )
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="comma-separated, of: " + ", ".join(TOOLS)
     )
@@ -119,9 +141,14 @@ def _parse() -> argparse.Namespace:
     if any(n < 2 for n in args.ns):
         parser.error("every N must be at least 2")
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.big_n is None:
+        args.big_n = 0 if args.quick else BIG_N
+    if args.gap_restarts is None:
+        args.gap_restarts = 5 if args.quick else GAP_RESTARTS
+    args.big_tool_names = [t.strip() for t in args.big_tools.split(",") if t.strip()]
     args.idle_window = args.idle_window or (QUICK_IDLE_WINDOW if args.quick else 10.0)
     args.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = [t for t in args.tool_names if t not in TOOLS]
+    unknown = [t for t in args.tool_names + args.big_tool_names if t not in TOOLS]
     if unknown:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}")
     if args.seed is None:
@@ -345,6 +372,7 @@ def main() -> int:
         "machine": machine(),
         "versions": versions(args.tool_names),
         "ns": args.ns,
+        "big_n": args.big_n,
         "repeats": args.repeats,
         "tools": args.tool_names,
         "delay_s": args.delay,
@@ -380,19 +408,26 @@ def main() -> int:
     interrupted = False
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGHUP, _raise_interrupted)
-    total = args.repeats * len(args.ns) * len(args.tool_names)
+    big_tools = [t for t in args.tool_names if t in args.big_tool_names] if args.big_n else []
+    rounds = [(repeat, n) for repeat in range(args.repeats) for n in args.ns]
+    rounds += [(0, args.big_n)] if big_tools else []
+    total = args.repeats * len(args.ns) * len(args.tool_names) + len(big_tools)
+    gap: dict[str, Any] = {}
     try:
-        for repeat in range(args.repeats):
-            for n in args.ns:
-                order = list(args.tool_names)
-                rng.shuffle(order)
-                orders.append(order)
-                for tool in order:
-                    trial = one_trial(tool, n, repeat, args, run, root, rng)
-                    trials.append(trial)
-                    print(
-                        progress(len(trials), total, trial, time.monotonic() - started), flush=True
-                    )
+        for repeat, n in rounds:
+            order = list(args.tool_names if n != args.big_n else big_tools)
+            rng.shuffle(order)
+            orders.append(order)
+            for tool in order:
+                trial = one_trial(tool, n, repeat, args, run, root, rng)
+                trials.append(trial)
+                print(progress(len(trials), total, trial, time.monotonic() - started), flush=True)
+        if args.gap_restarts and "supervise" in args.tool_names:
+            print(f"restart gap: {args.gap_restarts} restarts per mode", flush=True)
+            frozen = {"PYTHONPATH": str(Supervise.frozen)} if Supervise.frozen else {}
+            gap = restart_gap.measure_all(
+                args.gap_restarts, args.delay, Supervise.command(), frozen
+            )
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = True
         print(f"\ninterrupted ({type(exc).__name__} {exc}): cleaning up", flush=True)
@@ -416,6 +451,7 @@ def main() -> int:
     meta["interrupted"] = interrupted
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["orders"] = orders
+    meta["restart_gap"] = gap
     if not trials:
         print("no trial finished: nothing written")
         return 130 if interrupted else 1
@@ -431,10 +467,13 @@ def present(
     meta: dict[str, Any], trials: list[dict[str, Any]], out: Path, *, write_json: bool
 ) -> None:
     """Print the tables and the targets; write `out` (JSON, if asked) and its .md."""
-    ns = [n for n in meta["ns"] if any(t["n"] == n for t in trials)]
+    main_ns = [n for n in meta["ns"] if any(t["n"] == n for t in trials)]
+    big = meta.get("big_n") or 0
+    ns = main_ns + ([big] if big not in main_ns and any(t["n"] == big for t in trials) else [])
     tools = [t for t in meta["tools"] if any(x["tool"] == t for x in trials)]
     summary = report.summarize(trials)
-    goals = report.targets(summary, ns)
+    gap = meta.get("restart_gap") or {}
+    goals = report.targets(summary, ns, main_ns, gap)
     windows = meta["idle_window_s"]
     idle_note = (
         f"Idle CPU measured over {windows['largest_n']:g} s at N={max(ns)} and "
@@ -445,6 +484,9 @@ def present(
     print(report.text_table(summary, tools, ns))
     print(f"{idle_note}. Ratios (×) are to the floor's median in the same run.")
     print(contention)
+    if gap:
+        print("\nrestart gap (supervise, one server, `set` per restart):")
+        print("\n".join(restart_gap.table(gap)))
     print("\nsupervise against the issue's targets:")
     print(report.targets_text(goals))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -467,6 +509,13 @@ def present(
         f"(min–max), × = ratio to the floor's median. {idle_note}. {contention}\n\n"
         + report.markdown_table(summary, tools, ns)
         + "\n"
+        + (
+            "Restart gap (supervise, one server, `set` per restart):\n\n```\n"
+            + "\n".join(restart_gap.table(gap))
+            + "\n```\n\n"
+            if gap
+            else ""
+        )
         + report.targets_text(goals, markdown=True)
         + "\n"
     )
