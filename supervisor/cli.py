@@ -2,8 +2,9 @@
 stack, the supervisor, its live config and its front ends for `run`, and turns client
 commands into calls of `supervisor.client`.
 
-Client commands import only `supervisor.client` and `supervisor.output.format`
-(standard library), so `supervise status` answers without paying for pydantic or anyio.
+Client commands import only `supervisor.quickargs` (their plain command lines, without
+argparse), `supervisor.client` (JSON through `supervisor.jsonwire`, without `re`) and
+`supervisor.output.tables`: `supervise status` costs little more than the interpreter.
 """
 
 from __future__ import annotations

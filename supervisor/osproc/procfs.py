@@ -1,7 +1,7 @@
 """The one reader of /proc/<pid>/stat and /proc/<pid>/environ.
 
-Standard library only and importable by path: the guard (run with `python -S -I`, so it
-cannot import this package) loads this file directly.
+Standard library only: the process tree, the status's cpu and memory and the control
+socket's caller identification read /proc through it.
 
 A `Proc` is compared by (pid, start time), so a pid that was reused by another process
 is never mistaken for the one seen before.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import anyio
 import anyio.abc
@@ -133,9 +133,10 @@ class LiveConfig:
 
     def membership(self) -> Membership:
         sv = self.sv
-        leaders = {r.child.pid: self._view(r) for r in sv.records.values() if r.child is not None}
+        leaders = {r.child.pid: r for r in sv.records.values() if r.child is not None}
         helpers = frozenset({os.getpid(), *sv.launcher.helper_pids()})
-        return Membership(leaders, helpers, f"SUPERVISE_ENV={sv.runtime_dir}/".encode())
+        marker = f"SUPERVISE_ENV={sv.runtime_dir}/".encode()
+        return Membership(_LeaderViews(leaders, self._view), helpers, marker)
 
     def recent_logs(self, unit: str | None, *, events: bool = True) -> list[LogRecord]:
         """Recent output (of one unit, or all), with the supervisor's own lines about it."""
@@ -350,3 +351,24 @@ def _to_start(records: list[UnitRecord]) -> list[UnitRecord]:
     """What starting a model starts: its stopped and failed units (completed oneshots
     stay done)."""
     return [r for r in records if r.status.state in (State.STOPPED, State.FAILED)]
+
+
+class _LeaderViews(Mapping[int, UnitView]):
+    """Unit leaders by pid, each one's view built only when a caller turns out to be
+    that unit's (a request looks up a handful of pids, not every unit)."""
+
+    def __init__(self, records: dict[int, UnitRecord], view: Callable[[UnitRecord], UnitView]):
+        self._records = records
+        self._view = view
+
+    def __getitem__(self, pid: int) -> UnitView:
+        return self._view(self._records[pid])
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._records
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
