@@ -34,6 +34,7 @@ COLD_DEADLINE = 120.0  # all N ports listening, from the tool's launch
 SETTLE = 0.5  # after a cold start, before poking single units
 CHANGE_DEADLINE = 60.0  # a restart or env change: CLI returned and new instance answers
 CLI_TIMEOUT = 60.0  # any other CLI call
+GUARD_GRACE = 1.0  # s a guard is given to finish its clean-up after a kill -9
 COLLATERAL_GRACE = 0.5  # after an env change settled, before counting other restarts
 IDLE_SETTLE = 0.5  # quiet time before the idle window opens
 SIGTERM_DEADLINE = 20.0  # services gone after SIGTERM (supervisord needs ~0.75 s per program)
@@ -161,8 +162,20 @@ class Stack:
             if procs.wait_exit(proc, patience) is None:
                 procs.kill_group(proc.pid)
                 procs.wait_exit(proc, procs.KILL_PATIENCE)
+        self._let_guards_finish()
         self.leftovers = procs.kill_run(self.run, self.trial)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _let_guards_finish(self) -> None:
+        """A supervise guard still running after its supervisor is gone is ending the
+        units and then removing the runtime directory (published keys): killing it, or
+        the grep it runs, midway would leave that directory behind. Bounded; whatever is
+        left after it is killed as before."""
+        deadline = time.monotonic() + GUARD_GRACE
+        while time.monotonic() < deadline:
+            if not any("guard.sh" in f.command for f in procs.scan(self.run, self.trial)):
+                return
+            time.sleep(0.01)
 
     def wait_listening(self, start: float) -> tuple[float | None, int]:
         """Seconds from `start` until every port listens (None: not within the deadline),

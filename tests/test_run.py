@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import PY, SVC, Run, cli, pid_alive, wait_until, write_stack
+from tests.helpers import PY, ROOT, SVC, Run, cli, pid_alive, wait_until, write_stack
 
 TWO_MODELS = f"""
 [models.alpha]
@@ -257,6 +257,81 @@ command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group"]
     wait_until(
         lambda: not [p for p in pids if pid_alive(p)], "every unit and grandchild gone", timeout=10
     )
+
+
+ADOPTER = """
+import ctypes, json, os, signal, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the orphans come here
+stack, rt = sys.argv[1], sys.argv[2]
+env = {**os.environ, "XDG_RUNTIME_DIR": rt}
+sv = subprocess.Popen([sys.executable, "-m", "supervisor", "run", "-c", stack,
+                       "--log-format", "json"], stdout=subprocess.PIPE, text=True, env=env)
+for line in sv.stdout:
+    if json.loads(line).get("ready"):
+        break
+os.kill(sv.pid, signal.SIGKILL)
+def runtime_dirs():  # the supervisor's own (not the registry of sockets beside it)
+    return [e for e in os.listdir(rt) if e.startswith("supervise-")]
+# Reap nothing for a while: the killed units stay zombies in their process groups.
+deadline = time.monotonic() + 2.5
+while runtime_dirs() and time.monotonic() < deadline:
+    time.sleep(0.01)
+unreaped = 0
+for entry in os.listdir("/proc"):
+    if entry.isdigit():
+        try:
+            stat = open(f"/proc/{entry}/stat", "rb").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[1]) == os.getpid() and fields[0] == b"Z":
+            unreaped += 1
+left = runtime_dirs()
+sv.stdout.close()
+end = time.monotonic() + 10
+while time.monotonic() < end:  # now reap everything that came here
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.01)
+print(json.dumps({"left": left, "unreaped": unreaped}))
+"""
+
+
+def test_after_kill_9_the_guard_cleans_up_while_the_units_are_still_unreaped(
+    tmp_path: Path,
+) -> None:
+    """Whoever adopts the killed units may reap them late (a busy or sloppy PID 1): their
+    zombies must not keep the guard from removing the runtime directory at once."""
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    adopter = tmp_path / "adopter.py"
+    adopter.write_text(ADOPTER)
+    stack = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+SIGNATURE = "alpha-v1"
+[processes.svc]
+per_model = true
+command = ["{PY}", "{SVC}", "--tree", "group"]
+inject = ["SIGNATURE"]
+ready = {{ log = "^up " }}
+""",
+    )
+    result = subprocess.run(
+        [PY, str(adopter), str(stack), str(runtime)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["unreaped"] >= 1  # the situation under test: zombies left in the groups
+    assert found["left"] == []  # and the runtime directory (published keys) is gone
 
 
 def test_a_30_mb_line_flood_is_drained_and_the_unit_goes_on(tmp_path: Path) -> None:
