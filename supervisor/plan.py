@@ -349,35 +349,28 @@ def render(unit: Unit, ctx: RenderContext) -> Rendering:
 def _render_probe(probe: Probe | None, text: Callable[[str, str], str]) -> RenderedProbe | None:
     if probe is None:
         return None
-    kind = probe.kind
-    target: tuple[str, ...]
-    if kind == "exec":
-        command = probe.exec or ""
-        words = command if isinstance(command, list) else shlex.split(command)
-        target = tuple(text("exec", w) for w in words)
-    elif kind == "notify":
-        target = ()
-    elif kind == "log":
-        target = (probe.log or "",)
-    else:
-        target = (text(kind, str(getattr(probe, kind))),)
-    return RenderedProbe(kind, target, probe.interval, probe.timeout, probe.within)  # type: ignore[arg-type]
+    target = _probe_target(probe, text)
+    return RenderedProbe(probe.kind, target, probe.interval, probe.timeout, probe.within)  # type: ignore[arg-type]
 
 
 def _render_live(live: Liveness | None, text: Callable[[str, str], str]) -> RenderedLive | None:
     if live is None:
         return None
-    kind = live.kind
-    target: tuple[str, ...]
-    if kind == "exec":
-        command = live.exec or ""
-        words = command if isinstance(command, list) else shlex.split(command)
-        target = tuple(text("exec", w) for w in words)
-    elif kind == "notify":
-        target = ()
-    elif kind == "log":
-        target = (live.log or "",)
-    else:
-        target = (text(kind, str(getattr(live, kind))),)
-    probe = RenderedProbe(kind, target, live.interval, live.timeout, live.interval)  # type: ignore[arg-type]
+    target = _probe_target(live, text)
+    probe = RenderedProbe(live.kind, target, live.interval, live.timeout, live.interval)  # type: ignore[arg-type]
     return RenderedLive(probe, live.failures)
+
+
+def _probe_target(probe: Probe | Liveness, text: Callable[[str, str], str]) -> tuple[str, ...]:
+    """What a ready or live probe checks, rendered: an exec probe's words, a log probe's
+    pattern (never interpolated), a URL or address."""
+    kind = probe.kind
+    if kind == "exec":
+        command = probe.exec or ""
+        words = command if isinstance(command, list) else shlex.split(command)
+        return tuple(text("exec", w) for w in words)
+    if kind == "notify":
+        return ()
+    if kind == "log":
+        return (probe.log or "",)
+    return (text(kind, str(getattr(probe, kind))),)

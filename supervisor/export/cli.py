@@ -32,9 +32,7 @@ def _path(text: str) -> Path:
 TARGETS = ("kubernetes", "systemd", "compose")
 
 
-def add_commands(
-    sub: argparse._SubParsersAction[Any], only: str | None = None
-) -> None:
+def add_commands(sub: argparse._SubParsersAction[Any], only: str | None = None) -> None:
     """Add `export`, `exec` and `wait` to a `supervise` subparsers object (just `only`,
     when the command line names one verb)."""
     for name, add in (("export", _add_export), ("exec", _add_exec), ("wait", _add_wait)):

@@ -157,6 +157,13 @@ class ExportPlan:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def duration(seconds: float) -> str:
+    """A time span as systemd and Compose both read it: whole seconds as `Ns`, anything
+    finer in milliseconds."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
 def _plain(value: object) -> object:
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)

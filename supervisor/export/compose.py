@@ -24,10 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, build_plan, key_file
+from supervisor.export.common import (
+    ExportPlan,
+    ExportUnit,
+    OutputFile,
+    build_plan,
+    duration,
+    key_file,
+)
 from supervisor.export.emit_yaml import dump
 from supervisor.export.entrypoint import shim_argv
-from supervisor.export.report import Report
+from supervisor.export.report import Report, report_container_losses
 
 HANDOFF_DIR = "/run/supervise/handoff"  # the per-model volume of published keys and markers
 KEYS_FILE = "/run/secrets/keys"  # where a model's key file is mounted
@@ -49,11 +56,6 @@ class ComposeOptions:
 
 def service_name(unit: ExportUnit) -> str:
     return unit.process if unit.model is None else f"{unit.model}.{unit.process}"
-
-
-def _duration(seconds: float) -> str:
-    millis = round(seconds * 1000)
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 def export_compose(
@@ -156,7 +158,7 @@ def _service(
         service["restart"] = "always"
     else:
         service["restart"] = f"on-failure:{spec.max_failures}" if spec.max_failures else "no"
-    service["stop_grace_period"] = _duration(spec.stop_timeout)
+    service["stop_grace_period"] = duration(spec.stop_timeout)
     if spec.stop_signal != "SIGTERM":
         service["stop_signal"] = spec.stop_signal
     return service
@@ -184,10 +186,10 @@ def _healthcheck(unit: ExportUnit, keys: list[str]) -> dict[str, object]:
     return {
         "test": test,
         "interval": HEALTH_INTERVAL,
-        "timeout": _duration(max(probe.timeout, 1.0) + 1.0),
+        "timeout": duration(max(probe.timeout, 1.0) + 1.0),
         "retries": 3,
-        "start_period": _duration(probe.within),
-        "start_interval": _duration(max(probe.interval, MIN_START_INTERVAL)),
+        "start_period": duration(probe.within),
+        "start_interval": duration(max(probe.interval, MIN_START_INTERVAL)),
     }
 
 
@@ -222,15 +224,7 @@ def _report(plan: ExportPlan, report: Report) -> None:
     )
     for unit in {u.process: u for u in plan.units.values()}.values():
         spec, name = unit.spec, unit.process
-        if spec.socket:
-            report.add(
-                name,
-                "socket",
-                "lost",
-                "no held listening socket: connections are refused while the container restarts",
-            )
-        if spec.preload:
-            report.add(name, "preload", "lost", "no warm fork: every start is a cold interpreter")
+        report_container_losses(report, name, socket=spec.socket, preload=bool(spec.preload))
         if spec.oneshot and spec.restart != "never":
             report.add(
                 name,

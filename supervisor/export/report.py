@@ -55,3 +55,16 @@ class Report:
             "not_mapped": [asdict(f) for f in self.findings],
         }
         return json.dumps(document, indent=2) + "\n"
+
+
+def report_container_losses(report: Report, name: str, *, socket: bool, preload: bool) -> None:
+    """What every unit loses in a container of its own, restarted by the platform."""
+    if socket:
+        report.add(
+            name,
+            "socket",
+            "lost",
+            "no held listening socket: connections are refused while the container restarts",
+        )
+    if preload:
+        report.add(name, "preload", "lost", "no warm fork: every start is a cold interpreter")

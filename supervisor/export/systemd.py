@@ -27,7 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, build_plan, key_file
+from supervisor.export.common import (
+    ExportPlan,
+    ExportUnit,
+    OutputFile,
+    build_plan,
+    duration,
+    key_file,
+)
 from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report
 
@@ -72,12 +79,6 @@ def env_assignment(key: str, value: str) -> str:
     """A quoted `Environment=` assignment (values are not `$`-expanded there)."""
     text = f"{key}={value}".replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
-
-
-def _time(seconds: float) -> str:
-    """A systemd time span: whole seconds as `Ns`, anything finer in milliseconds."""
-    millis = round(seconds * 1000)
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 def export_systemd(
@@ -188,7 +189,7 @@ class _Writer:
         if spec.socket:
             socket = self.name(unit, instance, "socket")
             lines += [f"Requires={socket}", f"After={socket}"]
-        lines.append(f"StartLimitIntervalSec={_time(spec.failure_window)}")
+        lines.append(f"StartLimitIntervalSec={duration(spec.failure_window)}")
         lines.append(f"StartLimitBurst={spec.max_failures + 1}")
         lines += ["", "[Service]"]
         probe = unit.probe
@@ -205,7 +206,7 @@ class _Writer:
         else:
             lines.append("Type=exec" if version >= EXEC_TYPE_SINCE else "Type=simple")
         if probe is not None:
-            lines.append(f"TimeoutStartSec={_time(probe.within)}")
+            lines.append(f"TimeoutStartSec={duration(probe.within)}")
         lines.append(f"WorkingDirectory={self.workdir(unit)}")
         if "" in self.plan.env_scopes:
             lines.append(f"EnvironmentFile={self.etc}/env.env")
@@ -218,15 +219,15 @@ class _Writer:
             if spec.oneshot and policy == "always":
                 policy = "on-failure"  # systemd refuses Restart=always for oneshots
             lines.append(f"Restart={policy}")
-        lines.append(f"RestartSec={_time(spec.backoff_initial)}")
+        lines.append(f"RestartSec={duration(spec.backoff_initial)}")
         if version >= RESTART_STEPS_SINCE and spec.backoff_max > spec.backoff_initial > 0:
             steps = max(1, math.ceil(math.log2(spec.backoff_max / spec.backoff_initial)))
-            lines += [f"RestartSteps={steps}", f"RestartMaxDelaySec={_time(spec.backoff_max)}"]
+            lines += [f"RestartSteps={steps}", f"RestartMaxDelaySec={duration(spec.backoff_max)}"]
         lines.append("RestartPreventExitStatus=78")  # EX_CONFIG: failed at once, no loop
         lines += [
             "KillMode=control-group",
             f"KillSignal={spec.stop_signal}",
-            f"TimeoutStopSec={_time(spec.stop_timeout)}",
+            f"TimeoutStopSec={duration(spec.stop_timeout)}",
         ]
         if concrete:
             lines += self.instance_lines(unit)

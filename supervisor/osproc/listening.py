@@ -20,16 +20,6 @@ import struct
 import anyio
 
 LISTEN_POLL = 0.01  # between looks while anybody waits
-_LISTEN = "0A"  # the kernel's TCP_LISTEN state, as /proc/net/tcp writes it
-_LOCAL = frozenset(
-    {
-        "00000000",  # 0.0.0.0
-        "0100007F",  # 127.0.0.1
-        "00000000000000000000000000000000",  # ::
-        "00000000000000000000000001000000",  # ::1
-        "0000000000000000FFFF00000100007F",  # ::ffff:127.0.0.1
-    }
-)
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::1", "::", ""})
 
 # linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h
@@ -40,6 +30,7 @@ _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _TCP_LISTEN = 10
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _REQUEST = struct.Struct("=BBBBI48x")  # inet_diag_req_v2 (the socket id left zero)
+# Loopback and wildcard addresses, as the kernel stores them (network byte order).
 _LOCAL_RAW = frozenset(
     {
         bytes(4),  # 0.0.0.0
@@ -49,6 +40,11 @@ _LOCAL_RAW = frozenset(
         bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1]),  # ::ffff:127.0.0.1
     }
 )
+# The same as /proc/net/tcp writes them: each 32-bit word as a host-order hex number.
+_LOCAL = frozenset(
+    "".join(f"{word:08X}" for (word,) in struct.iter_unpack("=I", raw)) for raw in _LOCAL_RAW
+)
+_LISTEN = f"{_TCP_LISTEN:02X}"  # the LISTEN state as /proc/net/tcp writes it ("0A")
 _netlink_works = True  # until the kernel or a sandbox says otherwise
 
 

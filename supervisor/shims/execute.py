@@ -85,12 +85,17 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> int:
     sys.stderr.flush()
     try:
         os.execvpe(argv[0], list(argv), dict(env))
-    except FileNotFoundError:
-        print(f"supervise exec: {argv[0]}: command not found", file=sys.stderr)
-        return EXIT_NOT_FOUND
     except OSError as exc:
-        print(f"supervise exec: {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_NOT_EXECUTABLE
+        return _cannot_run(argv[0], exc)
+
+
+def _cannot_run(command: str, exc: OSError) -> int:
+    """Say why `command` did not start; the exit code a shell would give (127, 126)."""
+    if isinstance(exc, FileNotFoundError):
+        print(f"supervise exec: {command}: command not found", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(f"supervise exec: {command}: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_NOT_EXECUTABLE
 
 
 def run_attended(argv: Sequence[str], env: Mapping[str, str], attend: Attendance) -> int:
@@ -146,12 +151,8 @@ def _attend(argv: Sequence[str], env: dict[str, str], attend: Attendance, privat
                 preexec_fn=_die_with_parent(os.getpid()),
                 pass_fds=pass_fds,
             )
-        except FileNotFoundError:
-            print(f"supervise exec: {argv[0]}: command not found", file=sys.stderr)
-            return EXIT_NOT_FOUND
         except OSError as exc:
-            print(f"supervise exec: {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_NOT_EXECUTABLE
+            return _cannot_run(argv[0], exc)
         _watch(child, attend, notify, upstream)
         code = child.wait()
     finally:

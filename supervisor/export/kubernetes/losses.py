@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from supervisor.export.common import ExportPlan, ExportUnit
 from supervisor.export.entrypoint import is_loopback
 from supervisor.export.kubernetes.native import MIN_PERIOD
-from supervisor.export.report import Report
+from supervisor.export.report import Report, report_container_losses
 
 
 def report_native(plan: ExportPlan, report: Report, services: Mapping[str, str]) -> None:
@@ -56,15 +56,7 @@ def _report_unit(
     plan: ExportPlan, unit: ExportUnit, report: Report, services: Mapping[str, str]
 ) -> None:
     spec, name = unit.spec, unit.process
-    if spec.socket:
-        report.add(
-            name,
-            "socket",
-            "lost",
-            "no held listening socket: connections are refused while the container restarts",
-        )
-    if spec.preload:
-        report.add(name, "preload", "lost", "no warm fork: every start is a cold interpreter")
+    report_container_losses(report, name, socket=spec.socket, preload=bool(spec.preload))
     if not spec.oneshot and spec.restart != "always":
         report.add(
             name,
