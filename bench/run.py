@@ -120,7 +120,7 @@ def _parse() -> argparse.Namespace:
         default=0.0,
         metavar="S",
         help="before each trial, wait up to S seconds for the machine to be "
-        f"at most {QUIET_BUSY:.0%} busy (default 0: just record how busy)",
+        f"at most {QUIET_BUSY * 100:.0f}%% busy (default 0: just record how busy)",
     )
     parser.add_argument(
         "--live",

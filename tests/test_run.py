@@ -433,7 +433,7 @@ required = false
 def test_tcp_readiness_sees_exactly_the_ports_a_loopback_client_could_reach() -> None:
     """The kernel's answer over netlink and /proc/net/tcp (the fallback) agree: loopback
     and wildcard listeners on IPv4 and IPv6 count; another address, a bound socket that
-    does not listen and a connected one do not."""
+    does not listen and a connected one do not; asked for some ports, just those."""
     import socket
 
     from supervisor.osproc import listening
@@ -457,6 +457,11 @@ def test_tcp_readiness_sees_exactly_the_ports_a_loopback_client_could_reach() ->
         assert ports <= from_kernel and not not_reached & from_kernel
         assert ports <= from_proc and not not_reached & from_proc
         assert listening.listening_ports() >= ports
+        # Asked for some ports, the kernel's filter answers for those alone.
+        some = sorted(ports)[:2]
+        assert listening._from_netlink([*some, *not_reached]) == set(some)
+        assert listening.listening_ports([*some, *not_reached]) == set(some)
+        assert listening._from_netlink(list(not_reached)) == set()
     finally:
         for s in (*reached, other, bound, client):
             s.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Collection, Iterable
 
 import anyio
 
@@ -30,6 +31,11 @@ _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _TCP_LISTEN = 10
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _REQUEST = struct.Struct("=BBBBI48x")  # inet_diag_req_v2 (the socket id left zero)
+_ATTRIBUTE = struct.Struct("=HH")  # rtattr: len, type
+_REQ_BYTECODE = 1  # INET_DIAG_REQ_BYTECODE: a filter the kernel runs on each socket
+_OP = struct.Struct("=BBH")  # inet_diag_bc_op: code, yes, no (jumps in bytes)
+_BC_JMP, _BC_S_GE, _BC_S_LE = 1, 2, 3
+FILTER_MAX = 16  # ports asked for by name; more waiters get the whole list
 # Loopback and wildcard addresses, as the kernel stores them (network byte order).
 _LOCAL_RAW = frozenset(
     {
@@ -48,22 +54,52 @@ _LISTEN = f"{_TCP_LISTEN:02X}"  # the LISTEN state as /proc/net/tcp writes it ("
 _netlink_works = True  # until the kernel or a sandbox says otherwise
 
 
-def listening_ports() -> set[int]:
-    """Ports with a socket listening on a loopback or wildcard address."""
-    global _netlink_works
+_filter_works = True  # a kernel that refuses the filter is asked for the whole list
+
+
+def listening_ports(among: Collection[int] = ()) -> set[int]:
+    """Ports with a socket listening on a loopback or wildcard address (of `among`, when
+    given: the kernel then reports just those, whatever else listens)."""
+    global _netlink_works, _filter_works
+    wanted = set(among)
     if _netlink_works:
         try:
-            return _from_netlink()
+            if wanted and len(wanted) <= FILTER_MAX and _filter_works:
+                try:
+                    return _from_netlink(wanted)
+                except OSError:
+                    _filter_works = False
+            found = _from_netlink()
+            return found & wanted if wanted else found
         except OSError:
             _netlink_works = False
-    return _from_proc()
+    found = _from_proc()
+    return found & wanted if wanted else found
 
 
-def _from_netlink() -> set[int]:
+def port_filter(ports: Iterable[int]) -> bytes:
+    """sock_diag bytecode that passes a socket whose local port is one of `ports`.
+
+    Each port is a block `port >= P and port <= P` (two 8-byte conditions); a block that
+    fails jumps past the JMP that follows it, to the next block (past the end, for the
+    last: rejected), and one that passes reaches that JMP, which jumps to the end
+    (accepted) — the form `ss` compiles `sport = :A or sport = :B` to."""
+    code = b""
+    for port in sorted(set(ports), reverse=True):  # built from the end: jumps are forward
+        block = _OP.pack(_BC_S_GE, 8, 20) + _OP.pack(0, 0, port)
+        block += _OP.pack(_BC_S_LE, 8, 12) + _OP.pack(0, 0, port)
+        code = block + (_OP.pack(_BC_JMP, _OP.size, len(code) + _OP.size) + code if code else b"")
+    return code
+
+
+def _from_netlink(among: Collection[int] = ()) -> set[int]:
     ports: set[int] = set()
+    bytecode = port_filter(among) if among else b""
+    attribute = _ATTRIBUTE.pack(_ATTRIBUTE.size + len(bytecode), _REQ_BYTECODE) + bytecode
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_INET_DIAG) as sock:
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
             body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+            body += attribute if bytecode else b""
             flags = _NLM_F_REQUEST | _NLM_F_DUMP
             sock.send(
                 _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY, flags, seq, 0) + body
@@ -139,7 +175,7 @@ class ListenWatch:
             if not self._waiting:
                 self._wake = anyio.Event()
                 await self._wake.wait()
-            for port in listening_ports() & set(self._waiting):
+            for port in listening_ports(self._waiting):
                 for event in self._waiting.pop(port):
                     event.set()
             await anyio.sleep(LISTEN_POLL)

@@ -72,6 +72,45 @@ def proc_table(exclude: int | None = None) -> dict[int, Proc]:
     return table
 
 
+def _lists_children() -> bool:
+    try:
+        return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+    except OSError:
+        return False
+
+
+# /proc/<pid>/task/<tid>/children exists where the kernel has CONFIG_PROC_CHILDREN (the
+# default of every major distribution); without it a process tree is found by a scan.
+LISTS_CHILDREN = _lists_children()
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the children of every thread of `pid` (none if it is gone).
+
+    A child belongs to the thread that forked it, and an orphan to whichever thread of
+    its adopter the kernel picked, so every thread's list is read."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tasks:
+        try:
+            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        found.extend(int(word) for word in b"".join(chunks).split())
+    return found
+
+
 def environ_entry(pid: int, name: bytes) -> bytes | None:
     """The `NAME=value` entry of the process's environment as the kernel shows it (the
     block it was exec'd with, or what it wrote there since), or None."""

@@ -113,6 +113,11 @@ def spawn(
     return child
 
 
+# The pids of the children spawned here and not yet reaped: every other child of this
+# process is an orphan it adopted (see `tree`).
+spawned: set[int] = set()
+
+
 class Reaper:
     """Collects every exited child of this process on SIGCHLD and wakes its watcher."""
 
@@ -122,6 +127,7 @@ class Reaper:
 
     def watch(self, child: Child) -> None:
         self._children[child.pid] = child
+        spawned.add(child.pid)
         self._wake.set()  # the exit may have been signalled before the watch
 
     async def run(self) -> None:
@@ -138,6 +144,7 @@ class Reaper:
                 return
             if pid == 0:
                 return
+            spawned.discard(pid)
             child = self._children.pop(pid, None)
             if child is not None:
                 child.returncode = os.waitstatus_to_exitcode(status)

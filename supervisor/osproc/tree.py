@@ -8,9 +8,11 @@ supervisor (a child subreaper) or by init whose environment carries the unit's m
 Warm units (forked from a zygote) carry it too: the zygote writes it into the forked
 child's environment block before the unit's code runs (see `zygote_main`).
 
-Everything comes from one pass over /proc/*/stat (plus the environment of adopted
-orphans only), so stopping a unit costs a few milliseconds however many processes the
-machine runs. Signals go by pid, after checking the pid's start time is unchanged, so a
+The tree is walked from the leader through /proc/<pid>/task/<tid>/children, and the
+orphans come from this process's and init's own lists of children (the environment of
+those only is read), so stopping a unit costs what the unit has, however many processes
+the machine runs; where the kernel does not list children, one pass over /proc/*/stat
+serves instead. Signals go by pid, after checking the pid's start time is unchanged, so a
 reused pid is never hit.
 """
 
@@ -21,17 +23,17 @@ import os
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
 
 from supervisor.osproc import procfs
 from supervisor.osproc.procfs import Proc
+from supervisor.osproc.spawn import spawned
 
 SWEEP_INTERVAL = 0.02  # between checks for leftovers while a tree is going away
-# Units stopped together (a shutdown, a model's drop) share one /proc scan taken no longer
-# ago than this, instead of one scan each: N units cost one pass, not N.
+# Units stopped together (a shutdown, a model's drop) share one look at the adopted orphans
+# (or one /proc scan) taken no longer ago than this, instead of one each.
 SHARED_SCAN_AGE = 0.05
 KILL_PATIENCE = 5.0  # SIGKILLed processes stuck in the kernel (state D) are given up on
 REAP_PATIENCE = 1.0  # SIGKILL cannot be ignored; after it only the leader's reap is left
@@ -40,24 +42,6 @@ REAP_PATIENCE = 1.0  # SIGKILL cannot be ignored; after it only the leader's rea
 def proc_table() -> dict[int, Proc]:
     """Every live (non-zombie) process but this one."""
     return procfs.proc_table(exclude=os.getpid())
-
-
-_shared: tuple[float, dict[int, Proc]] = (float("-inf"), {})
-
-
-def table_since(moment: float) -> dict[int, Proc]:
-    """A process table scanned at or after `moment` (monotonic), shared between callers.
-
-    A scan taken after a unit's leader exited is enough to find what it left: a member can
-    only be forked by a member, and every member alive then is in the scan.
-    """
-    global _shared
-    taken, table = _shared
-    if taken < moment:
-        taken = time.monotonic()
-        table = proc_table()
-        _shared = (taken, table)
-    return table
 
 
 MARKER_NAME = b"SUPERVISE_ENV"  # every process of a unit carries SUPERVISE_ENV=<its file>
@@ -77,51 +61,120 @@ def marker_of(proc: Proc) -> bytes | None:
     return entry
 
 
-@dataclass(frozen=True)
-class _Index:
-    """Lookups over one process table, built once and shared by units stopped together."""
+class Look:
+    """One look at the processes a unit may have, shared by the units stopped together.
 
-    table: dict[int, Proc]
-    children: dict[int, list[int]]  # ppid → pids
-    grouped: dict[int, list[int]]  # pgrp or sid → pids
-    adopted: list[Proc]  # children of this process or of init: orphans, maybe of a unit
+    Where the kernel lists each process's children, a look holds only the orphans that
+    this process (a child subreaper) or init adopted, and each unit's tree is walked from
+    its leader: the cost is the unit's own processes, not the machine's. Elsewhere it
+    holds a scan of every process."""
+
+    def __init__(self) -> None:
+        self.taken = time.monotonic()
+        self.table: dict[int, Proc] | None = None
+        self.adopted: list[Proc] = []
+        self._children: dict[int, list[int]] | None = None
+        self._grouped: dict[int, list[int]] = {}
+        if not procfs.LISTS_CHILDREN:
+            self.table = proc_table()
+            self.adopted = [p for p in self.table.values() if p.ppid in (os.getpid(), 1)]
+            return
+        own = os.getpid()
+        adopters = [own] if own == 1 else [own, 1]
+        for adopter in adopters:
+            for pid in procfs.children(adopter):
+                if adopter == own and pid in spawned:
+                    continue  # a leader spawned here, not an orphan
+                proc = procfs.read_stat(pid)
+                if proc is not None:
+                    self.adopted.append(proc)
+
+    def roots(self, leader: int, marker: bytes | None) -> list[int]:
+        """The leader, and the adopted orphans of its group, session or marker."""
+        roots = [leader]
+        for proc in self.adopted:
+            if leader in (proc.pgrp, proc.sid) or (
+                marker is not None and marker_of(proc) == marker
+            ):
+                roots.append(proc.pid)
+        if self.table is not None:
+            roots += self._grouped_index().get(leader, ())
+        return roots
+
+    def children(self, pid: int) -> list[int]:
+        if self.table is None:
+            return procfs.children(pid)
+        if self._children is None:
+            self._children = {}
+            for proc in self.table.values():
+                self._children.setdefault(proc.ppid, []).append(proc.pid)
+        return self._children.get(pid, [])
+
+    def stat(self, pid: int) -> Proc | None:
+        if self.table is None:
+            return procfs.read_stat(pid)
+        return self.table.get(pid)
+
+    def _grouped_index(self) -> dict[int, list[int]]:
+        assert self.table is not None
+        if not self._grouped:
+            for proc in self.table.values():
+                self._grouped.setdefault(proc.pgrp, []).append(proc.pid)
+                if proc.sid != proc.pgrp:
+                    self._grouped.setdefault(proc.sid, []).append(proc.pid)
+        return self._grouped
 
 
-_index: _Index | None = None
+_shared = Look.__new__(Look)
+_shared.taken = float("-inf")
 
 
-def _index_of(table: dict[int, Proc]) -> _Index:
-    global _index
-    if _index is None or _index.table is not table:
-        adopters = {os.getpid(), 1}
-        children: dict[int, list[int]] = {}
-        grouped: dict[int, list[int]] = {}
-        adopted = []
-        for proc in table.values():
-            children.setdefault(proc.ppid, []).append(proc.pid)
-            grouped.setdefault(proc.pgrp, []).append(proc.pid)
-            if proc.sid != proc.pgrp:
-                grouped.setdefault(proc.sid, []).append(proc.pid)
-            if proc.ppid in adopters:
-                adopted.append(proc)
-        _index = _Index(table, children, grouped, adopted)
-    return _index
+def look_since(moment: float) -> Look:
+    """A look taken at or after `moment` (monotonic), shared between callers.
+
+    A look taken after a unit's leader exited is enough to find what it left: a member
+    can only be forked by a member, and what the leader left is adopted here (or by init)
+    and carries its marker, its group or its session."""
+    global _shared
+    if _shared.taken < moment:
+        _shared = Look()
+    return _shared
 
 
-def members(leader: int, marker: bytes | None, table: dict[int, Proc] | None = None) -> list[Proc]:
-    """Every process of the unit whose leader is `leader` (in `table`, default a fresh
-    scan); callers check liveness again before signalling."""
-    index = _index_of(proc_table() if table is None else table)
-    roots = [leader, *index.grouped.get(leader, ())]
-    if marker is not None:
-        roots += [p.pid for p in index.adopted if marker_of(p) == marker]
+def members(leader: int, marker: bytes | None, look: Look | None = None) -> list[Proc]:
+    """Every process of the unit whose leader is `leader` (from `look`, default a fresh
+    one); callers check liveness again before signalling."""
+    look = look or Look()
+    roots = look.roots(leader, marker)
     found: dict[int, Proc] = {}
     while roots:
         pid = roots.pop()
-        if pid in index.table and pid not in found:
-            found[pid] = index.table[pid]
-            roots.extend(index.children.get(pid, ()))
+        if pid in found or pid == os.getpid():
+            continue
+        proc = look.stat(pid)
+        if proc is not None:
+            found[pid] = proc
+            roots.extend(look.children(pid))
     return list(found.values())
+
+
+# Members recorded before their units were signalled (a shutdown's level): a descendant
+# reparented when its leader dies is still known to be the unit's.
+_recorded: dict[int, tuple[float, list[Proc]]] = {}
+
+
+def record_members(units: Iterable[tuple[int, bytes | None]]) -> None:
+    """Look at these units' trees now, before they are signalled, for their stops."""
+    look = look_since(time.monotonic())
+    for leader, marker in units:
+        _recorded[leader] = (look.taken, members(leader, marker, look))
+
+
+def _first_members(leader: int, marker: bytes | None) -> list[Proc]:
+    taken, procs = _recorded.pop(leader, (float("-inf"), []))
+    if taken >= time.monotonic() - SHARED_SCAN_AGE:
+        return procs
+    return members(leader, marker, look_since(time.monotonic() - SHARED_SCAN_AGE))
 
 
 def still_alive(procs: Iterable[Proc]) -> list[Proc]:
@@ -153,7 +206,7 @@ async def stop_tree(
     Returns:
         How many processes had to be killed.
     """
-    procs = members(leader, marker, table_since(time.monotonic() - SHARED_SCAN_AGE))
+    procs = _first_members(leader, marker)
     signal_group(leader, sig)
     send(procs, sig)
     with anyio.move_on_after(timeout):
@@ -176,7 +229,7 @@ async def kill_tree(
     # the leader (if it exited) was already gone; later looks scan afresh.
     since = time.monotonic()
     await anyio.lowlevel.checkpoint()  # let units stopping together reach this point and share it
-    left = {p.pid: p for p in [*still_alive(known), *members(leader, marker, table_since(since))]}
+    left = {p.pid: p for p in [*still_alive(known), *members(leader, marker, look_since(since))]}
     with anyio.move_on_after(KILL_PATIENCE):
         while left:
             killed += len(left)

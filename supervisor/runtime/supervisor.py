@@ -46,7 +46,7 @@ from supervisor.osproc.launch import Launcher
 from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
-from supervisor.osproc.tree import signal_group, table_since
+from supervisor.osproc.tree import record_members, signal_group
 from supervisor.output.format import SUPERVISOR_NAME
 from supervisor.output.logfiles import LogFiles, log_routes
 from supervisor.output.printer import Printer
@@ -497,12 +497,12 @@ class Supervisor:
 def _signal_first(records: list[UnitRecord]) -> None:
     """Send every running unit of a level its stop signal at once, before each unit's
     task gets to its own (graceful, bounded) stop: N units stop in the time of one. The
-    process table their stops work from is taken first, so that descendants reparented
-    when a leader dies are still known to be theirs."""
+    units' trees are recorded first, so that descendants reparented when a leader dies
+    are still known to be theirs."""
     live = [r for r in records if r.child is not None and r.child.returncode is None]
     if not live:
         return
-    table_since(time.monotonic())
+    record_members((r.child.pid, r.marker) for r in live if r.child is not None)
     for record in live:
         assert record.child is not None
         signal_group(record.child.pid, signal.Signals[record.unit.spec.stop_signal])
