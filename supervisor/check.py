@@ -151,7 +151,7 @@ def load_checked(
             ) from None
         if loaded.is_procfile:  # honcho numbers the ports of the processes it runs
             processes = renumber_ports(processes, loaded.stack.processes)
-        loaded = replace(loaded, stack=loaded.stack.model_copy(update={"processes": processes}))
+        loaded = replace(loaded, stack=replace(loaded.stack, processes=processes))
     models = selection.models
     only = [m for m in models if not reloading or m in loaded.stack.models]
     with loading(str(loaded.file), "checking the plan"):

@@ -135,12 +135,28 @@ def _print_problems(exc: Exception) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _load_checked(args: argparse.Namespace) -> Any:
+    """What `run` validates (in the child of `validator.start`)."""
+    from supervisor.check import load_checked
+
+    _warn_if_supervisord_is_installed()
+    return load_checked(_stack_file(args), _environ(), _selection(args))
+
+
 def _run(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from supervisor import check  # noqa: F401  (before the fork: both processes need it)
+    from supervisor.config import validator
+
+    # The stack is validated in a child while this process imports the runtime; the
+    # validation library (pydantic) is never imported here.
+    _stack_path(args)  # -c and -f that disagree are a usage error, said here
+    validating = validator.start(partial(_load_checked, args))
+    selection = _selection(args)
+
     import anyio
 
-    from supervisor.check import load_checked
     from supervisor.config.load import settings_value
     from supervisor.control.http import Limits
     from supervisor.control.server import serve_control, serve_health
@@ -151,10 +167,8 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor.runtime.supervisor import FrontEnd, Supervisor
     from supervisor.runtime.watch import watch_stack_files
 
-    _warn_if_supervisord_is_installed()
-    selection = _selection(args)
     try:
-        loaded, report = load_checked(_stack_file(args), _environ(), selection)
+        loaded, report = validating.result()
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG

@@ -15,7 +15,7 @@ from typing import Literal
 
 from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack
-from supervisor.config.model import (
+from supervisor.config.spec import (
     Condition,
     Liveness,
     Probe,

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from supervisor.config.model import Process
+from supervisor.config.spec import Process
 from supervisor.state import ModelState
 
 EX_CONFIG = 78  # sysexits.h: the process failed on its configuration; never loop on it

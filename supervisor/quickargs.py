@@ -2,8 +2,9 @@
 
 `supervise status`, `restart UNIT`, `set MODEL K=V` and their siblings are what scripts
 and agents run in loops; argparse (and `re`, which it imports) costs each of them ~10 ms
-before the request is sent. `parse` reads the common shapes of those command lines into
-the same namespace argparse would build, and returns None for anything else (help,
+before the request is sent, and `supervise run` as much before its stack is read.
+`parse` reads the common shapes of those command lines into the same namespace argparse
+would build, and returns None for anything else (help,
 version, an unknown or abbreviated option, `--`, a misplaced positional, a wrong count):
 argparse then parses the command line, with its messages. The test suite checks, over
 generated command lines, that every namespace built here equals argparse's.
@@ -40,11 +41,18 @@ _VERBS: dict[str, tuple[tuple[str, ...], int, int | None, dict[str, object]]] = 
     "stop": (("unit",), 1, 1, {}),
     "drop": (("model",), 1, 1, {}),
     "why": (("unit",), 1, 1, {}),
+    "run": (("processes",), 0, None, {"model": [], "log_format": None, "exit_on_end": False}),
 }
+_PROCFILE_VERBS = {"run"}  # they take honcho's -f FILE and -e FILE after the verb too
 # The options of those verbs that this parser reads; `--watch` (an optional value) is
 # left to argparse.
-_FLAGS = {"--json": "json", "--no-wait": "no_wait", "--no-rollback": "no_rollback"}
-_VALUED = {"--timeout": "timeout", "--unset": "unset"}
+_FLAGS = {
+    **{"--json": "json", "--no-wait": "no_wait", "--no-rollback": "no_rollback"},
+    "--exit-on-end": "exit_on_end",
+}
+_VALUED = {"--timeout": "timeout", "--unset": "unset", "--model": "model"}
+_VALUED |= {"--log-format": "log_format"}
+_LOG_FORMATS = ("text", "json")
 _STACK = ("-c", "--config")
 _TOP_NAMES = {
     **{"-c": "config", "--config": "config", "-f": "procfile", "--procfile": "procfile"},
@@ -81,10 +89,10 @@ def parse(argv: Sequence[str]) -> Parsed | None:
             positionals.append(word)
         else:
             options_seen = True
-            if word in _STACK:
+            if word in _STACK or (verb in _PROCFILE_VERBS and word in _TOP_NAMES):
                 if j + 1 >= len(rest) or rest[j + 1].startswith("-"):
                     return None
-                top["config"] = rest[j + 1]
+                top[_TOP_NAMES[word]] = rest[j + 1]
                 j += 1
             elif word in _FLAGS and _FLAGS[word] in values:
                 values[_FLAGS[word]] = True
@@ -97,6 +105,10 @@ def parse(argv: Sequence[str]) -> Parsed | None:
                         values[name] = float(value)
                     except ValueError:
                         return None
+                elif name == "log_format":
+                    if value not in _LOG_FORMATS:
+                        return None
+                    values[name] = value
                 else:
                     values[name].append(value)  # type: ignore[attr-defined]
                 j += 1
@@ -105,7 +117,9 @@ def parse(argv: Sequence[str]) -> Parsed | None:
         j += 1
     if len(positionals) < least or (most is not None and len(positionals) > most):
         return None
-    if most is None:  # the last positional takes the rest (`set MODEL KEY=VALUE...`)
+    if len(names) == 1 and most is None:  # `run PROCESS...`
+        values[names[0]] = positionals
+    elif most is None:  # the last positional takes the rest (`set MODEL KEY=VALUE...`)
         values[names[0]] = positionals[0]
         values[names[1]] = positionals[1:]
     else:

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from supervisor.config.model import Condition, Process
+from supervisor.config.model import process_spec
+from supervisor.config.spec import Condition, Process
 from supervisor.control.plane import StackView, UnitView
 from supervisor.control.status import readiness
 from supervisor.plan import Unit
@@ -36,7 +37,7 @@ WAITING = Status(State.PENDING, blocker=Blocker("waiting for x to start"))
 
 
 def unit(condition: Condition) -> Unit:
-    spec = Process.model_validate({"command": "run"})
+    spec = process_spec({"command": "run"})
     return Unit("alpha/agent", "agent", "alpha", spec, (("dep", condition),))
 
 
@@ -127,7 +128,7 @@ def test_when_a_unit_is_finished_for_good(status: Status, done: bool) -> None:
 
 
 def spec(**fields: object) -> Process:
-    return Process.model_validate({"command": "run", **fields})
+    return process_spec({"command": "run", **fields})
 
 
 @pytest.mark.parametrize(

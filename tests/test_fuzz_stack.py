@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supervisor.check import load_checked
-from supervisor.config.model import Process, Settings
+from supervisor.config.model import ProcessModel, SettingsModel
 from supervisor.errors import ConfigError
 
-PROCESS_KEYS = sorted(Process.model_fields)
-SETTING_KEYS = sorted(Settings.model_fields)
+PROCESS_KEYS = sorted(ProcessModel.model_fields)
+SETTING_KEYS = sorted(SettingsModel.model_fields)
 PROBE_KEYS = ["tcp", "http", "exec", "log", "notify", "interval", "timeout", "within"]
 NASTY = [
     "${",

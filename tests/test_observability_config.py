@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.check import load_checked
-from supervisor.config.model import (
+from supervisor.config.spec import (
     DEFAULT_LIVE_FAILURES,
     DEFAULT_LIVE_INTERVAL,
     DEFAULT_LIVE_TIMEOUT,

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from supervisor.config.handoff import PublishError, parse_published
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
-from supervisor.config.model import Process
+from supervisor.config.model import process_spec
 from supervisor.config.procfile import parse_procfile
+from supervisor.config.spec import Process
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.plan import RenderContext, expand, find_cycle, levels, render
 from supervisor.policy import FailureWindow, backoff_delay, should_restart
@@ -150,7 +151,7 @@ def test_cycle_is_reported_as_a_path() -> None:
 
 
 def _process(**fields: object) -> Process:
-    return Process.model_validate({"command": "run", **fields})
+    return process_spec({"command": "run", **fields})
 
 
 def test_expansion_and_levels_follow_dependencies() -> None:
@@ -273,6 +274,7 @@ _WORDS = [
     *("--json", "--watch", "--timeout", "--unset", "--no-wait", "--no-rollback", "--no"),
     *("-h", "--help", "--version", "--", "-", "", "-x", "-5", "3", "1e3", "nan", "abc"),
     *("alpha", "alpha/trade", "s.toml", "A=1", "B=", "=x", "K=a b", "é=ü", "SIGNATURE=x/.."),
+    *("--model", "--log-format", "text", "json", "xml", "--exit-on-end", "web"),
 ]
 
 
@@ -281,7 +283,7 @@ _ARGV = st.one_of(
     st.builds(  # mostly a verb with words after it: the shapes the fast path takes
         lambda before, verb, after: [*before, verb, *after],
         st.lists(st.sampled_from(["-c", "s.toml", "-f", "-e", "x.env"]), max_size=2),
-        st.sampled_from(["status", "set", "restart", "start", "stop", "drop", "why"]),
+        st.sampled_from(["status", "set", "restart", "start", "stop", "drop", "why", "run"]),
         st.lists(st.sampled_from(_WORDS), max_size=5),
     ),
 )
@@ -319,6 +321,9 @@ def test_the_quick_parser_builds_what_argparse_builds_or_leaves_it_to_argparse(
         ["stop", "alpha/trade"],
         ["drop", "beta"],
         ["why", "math"],
+        ["run"],
+        ["-f", "Procfile", "run", "web", "worker", "-e", "a.env", "--exit-on-end"],
+        ["run", "--model", "alpha", "--model", "beta", "--log-format", "json", "-c", "s.toml"],
     ],
 )
 def test_the_everyday_client_commands_take_the_quick_path(argv: list[str]) -> None:
@@ -361,3 +366,50 @@ def test_a_malformed_answer_is_the_json_modules_error(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as theirs:
         json.loads(text)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_every_validated_model_has_a_plain_value_with_its_fields_and_defaults() -> None:
+    """The runtime reads `supervisor.config.spec`; pydantic's models are only the
+    validation. A field added to one and not the other, or a default changed in one,
+    fails here."""
+    import dataclasses
+
+    from supervisor.config import model
+
+    for validated, plain in model._SPECS.items():
+        fields = {f.name: f for f in dataclasses.fields(plain)}
+        assert list(fields) == list(validated.model_fields), plain.__name__
+        for name, info in validated.model_fields.items():
+            if info.is_required():
+                assert fields[name].default is dataclasses.MISSING, (plain.__name__, name)
+                continue
+            factory = fields[name].default_factory
+            default = factory() if factory is not dataclasses.MISSING else fields[name].default
+            expected = model._plain(info.get_default(call_default_factory=True))
+            assert default == expected, (plain.__name__, name)
+
+
+def test_a_validated_stack_holds_only_plain_values() -> None:
+    from supervisor.config.model import StackModel, to_spec
+    from supervisor.config.spec import Liveness, Probe, Process, Settings, Stack
+
+    stack = to_spec(
+        StackModel.model_validate(
+            {
+                "models": {"alpha": {"SIGNATURE": 1}},
+                "processes": {
+                    "web": {
+                        "command": ["serve"],
+                        "port": "auto",
+                        "ready": {"tcp": "${port}"},
+                        "live": {"http": "http://127.0.0.1:${port}/"},
+                    }
+                },
+            }
+        )
+    )
+    assert type(stack) is Stack and type(stack.supervise) is Settings
+    web = stack.processes["web"]
+    assert type(web) is Process and type(web.ready) is Probe and type(web.live) is Liveness
+    assert stack.models == {"alpha": {"SIGNATURE": "1"}}
+    assert web.ready.kind == "tcp" and web.live.kind == "http"

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from supervisor.osproc import procfs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +34,25 @@ def test_a_units_tree_is_found_whole_by_the_walk_and_by_the_scan_and_stopped(
     assert found["walked"] == found["expected"]
     assert found["scanned"] == found["expected"]
     assert found["alive"] == []
+
+
+@pytest.mark.parametrize("how", ["wrapper", "preexec"])
+def test_a_unit_whose_supervisor_dies_is_killed_by_the_kernel(how: str) -> None:
+    """The parent-death signal, set through `setpriv --pdeathsig` (vfork, no Python in
+    the child) or a `preexec_fn`: a unit outlives no supervisor, guard or not."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.children.orphaned", how],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "no-wrapper":
+        pytest.skip("setpriv cannot set the parent-death signal here")
+    pid = int(done.stdout)
+    deadline = time.monotonic() + 5
+    while procfs.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not procfs.alive(pid)

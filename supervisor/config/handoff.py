@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from supervisor.config.model import validate_key
+from supervisor.config.spec import validate_key
 from supervisor.errors import InvalidValue, SuperviseError
 
 MAX_PUBLISH_BYTES = 64 * 1024  # a hand-off of a few keys, not a data channel

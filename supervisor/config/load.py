@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from supervisor.config import locate
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
 from supervisor.config.locate import PROCFILE, PYPROJECT, STACK_FILE
-from supervisor.config.model import Stack, port_number
 from supervisor.config.procfile import BASE_PORT, parse_procfile
+from supervisor.config.spec import Stack, port_number
 from supervisor.errors import ConfigError, Problem
 
 DEFAULT_ENV_FILE = ".env"
@@ -130,13 +128,19 @@ def load_stack(
             base_port = _procfile_base_port({**environ, **early}, name)
             raw, problems = parse_procfile(text, name, base_port)
 
+    from pydantic import ValidationError  # validation only: never in a running supervisor
+
+    from supervisor.config.model import StackModel, to_spec
+
     with loading(name, "validating"):
         try:
-            stack = Stack.model_validate(raw)
+            stack = to_spec(StackModel.model_validate(raw))
         except ValidationError as exc:
             from supervisor.config.explain import problems_from  # only for a bad file
 
-            problems.extend(problems_from(exc, name, Stack, text if path.suffix == ".toml" else ""))
+            problems.extend(
+                problems_from(exc, name, StackModel, text if path.suffix == ".toml" else "")
+            )
             raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)

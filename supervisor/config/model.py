@@ -2,16 +2,16 @@
 
 Unknown keys are errors everywhere (`extra="forbid"`); nothing is coerced silently except
 numbers given where an environment value (a string) is expected. Rules that need more
-than one table (dependency names, cycles) live in `supervisor.plan`.
+than one table (dependency names, cycles) live in `supervisor.plan`. A validated stack
+is handed on as the plain values of `supervisor.config.spec` (`to_spec`): only this
+module and the loader import pydantic.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import signal
-from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,126 +23,42 @@ from pydantic import (
     model_validator,
 )
 
+from supervisor.config import spec
 from supervisor.config.interpolate import TemplateSyntaxError, references
+from supervisor.config.spec import (
+    DEFAULT_BACKOFF_INITIAL,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_COALESCE,
+    DEFAULT_CONTROL_SOCKET,
+    DEFAULT_FAILURE_WINDOW,
+    DEFAULT_LIVE_FAILURES,
+    DEFAULT_LIVE_INTERVAL,
+    DEFAULT_LIVE_TIMEOUT,
+    DEFAULT_LOG_BACKUPS,
+    DEFAULT_LOG_LINES,
+    DEFAULT_LOG_MAX_SIZE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FAILURES,
+    DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_PROBE_WITHIN,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_START_SECONDS,
+    DEFAULT_STOP_TIMEOUT,
+    ENV_KEY_RULE,
+    NAME_RULE,
+    PROBE_KINDS,
+    Condition,
+    check_regex,
+    is_env_key,
+    is_process_name,
+    is_safe_name,
+    port_number,
+    split_command,
+    validate_key,
+)
 from supervisor.errors import InvalidValue
-from supervisor.secrets import redact
-
-# Model names, process names and signatures: what may safely become a path component.
-NAME_RULE = "letters, digits, '.', '_' or '-', at most 64 characters, not '.' or '..'"
-# Every name rule is a full match: `$` would also accept a trailing newline.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-ENV_KEY_RULE = "an environment variable name (letters, digits, '_', not starting with a digit)"
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
-# Process names appear in `${OTHER.port}`, so no '.' and no '/'.
-_PROCESS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DIGITS = re.compile(r"[0-9]{1,5}")  # a port number; str.isdigit() would take '٥٠٠٠'
-MAX_REGEX_LENGTH = 1024  # a `log` probe's pattern: a line matcher, not a program
-MAX_REGEX_DEPTH = 32  # nested groups in it (deeper ones overflow the regex compiler)
-
-# Defaults, each named once.
-DEFAULT_SHUTDOWN_TIMEOUT = 25.0  # the whole graceful stop; Render allows 30 s
-DEFAULT_STOP_TIMEOUT = 10.0  # one unit: stop signal → SIGKILL of what is left
-DEFAULT_START_SECONDS = 1.0  # a unit without a probe is ready once it survived this long
-DEFAULT_PROBE_INTERVAL = 0.05  # the longest pause between readiness attempts
-DEFAULT_PROBE_TIMEOUT = 1.0  # one readiness attempt
-DEFAULT_PROBE_WITHIN = 60.0  # not ready by then: a failed start
-DEFAULT_MAX_FAILURES = 5  # more failures than this inside the window: the unit is failed
-DEFAULT_FAILURE_WINDOW = 60.0
-DEFAULT_BACKOFF_INITIAL = 0.5  # first restart delay, doubled per recent failure
-DEFAULT_BACKOFF_MAX = 30.0
-# Runtime-config changes of one model inside this window make one restart. 0: a change
-# is applied at once, and those that come while its units are stopped join it.
-DEFAULT_COALESCE = 0.0
-DEFAULT_LOG_LINES = 2000  # per unit; a line is at most 16 KiB, most are far shorter
-DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds a client may take to send one request
-DEFAULT_MAX_CONNECTIONS = 128  # per listening port; a unit may hold a few, agents one each
-DEFAULT_LIVE_INTERVAL = 10.0  # between liveness attempts (Kubernetes' periodSeconds)
-DEFAULT_LIVE_TIMEOUT = 2.0  # one liveness attempt
-DEFAULT_LIVE_FAILURES = 3  # consecutive failed liveness attempts that restart a unit
-DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024  # a log file is rotated before it grows past this
-DEFAULT_LOG_BACKUPS = 5  # rotated log files kept beside the current one
-
-
-def is_safe_name(value: str) -> bool:
-    return bool(_SAFE_NAME.fullmatch(value)) and value not in {".", ".."}
-
-
-def is_env_key(value: str) -> bool:
-    return bool(_ENV_KEY.fullmatch(value))
-
-
-def is_process_name(value: str) -> bool:
-    return bool(_PROCESS_NAME.fullmatch(value))
-
-
-def port_number(text: str) -> int | None:
-    """`text` as a TCP port (1-65535), or None."""
-    if not _DIGITS.fullmatch(text):
-        return None
-    port = int(text)
-    return port if 0 < port < 65536 else None
-
-
-def split_command(command: str) -> list[str]:
-    """Split like a shell would.
-
-    Raises:
-        ValueError: unbalanced quotes or a trailing escape, with shlex's reason.
-    """
-    try:
-        return shlex.split(command)
-    except ValueError as exc:
-        raise ValueError(f"cannot split {command!r} like a shell: {exc}") from None
-
-
-def check_regex(pattern: str) -> None:
-    """Raises ValueError for a pattern that is too long, nested too deep, or invalid."""
-    if len(pattern) > MAX_REGEX_LENGTH:
-        raise ValueError(f"regular expression longer than {MAX_REGEX_LENGTH} characters")
-    depth = deepest = 0
-    escaped = False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char == ")":
-            depth -= 1
-    if deepest > MAX_REGEX_DEPTH:
-        raise ValueError(f"regular expression nested deeper than {MAX_REGEX_DEPTH} groups")
-    try:
-        re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-
-
-def validate_model(name: str, keys: Mapping[str, str]) -> None:
-    """Raises InvalidValue for a bad model name, key or signature."""
-    if not is_safe_name(name):
-        raise InvalidValue("model name", name, NAME_RULE)
-    for key, value in keys.items():
-        validate_key(key, value)
-
-
-MAX_VALUE_BYTES = 32 * 1024  # one runtime-config value; environments are not file stores
-
-
-def validate_key(key: str, value: str) -> None:
-    """Raises InvalidValue for a key or value no environment should carry."""
-    if not is_env_key(key):
-        raise InvalidValue("key", key, ENV_KEY_RULE)
-    shown = redact(key, value)  # an error message must not echo a secret
-    if "\0" in value:
-        raise InvalidValue(f"value of {key}", shown, "contains a NUL byte")
-    if len(value.encode()) > MAX_VALUE_BYTES:
-        raise InvalidValue(
-            f"value of {key}", shown[:40] + "…", f"longer than {MAX_VALUE_BYTES} bytes"
-        )
-    if key == "SIGNATURE" and not is_safe_name(value):
-        raise InvalidValue("SIGNATURE", value, NAME_RULE)
 
 
 def _scalar_to_str(value: object) -> object:
@@ -170,10 +86,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Condition = Literal["started", "ready", "completed"]
-
-
-class Probe(_Strict):
+class ProbeModel(_Strict):
     """How a unit proves it is ready; exactly one kind per probe."""
 
     tcp: Annotated[str, BeforeValidator(_scalar_to_str)] | None = None
@@ -187,7 +100,7 @@ class Probe(_Strict):
     within: float = Field(DEFAULT_PROBE_WITHIN, gt=0)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Probe:
+    def _one_kind(self) -> ProbeModel:
         kinds = [k for k in ("tcp", "http", "exec", "log", "notify", "mcp") if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError(
@@ -215,12 +128,6 @@ class Probe(_Strict):
             split_command(value)
         return value
 
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("tcp", "http", "exec", "log", "notify", "mcp") if getattr(self, k))
-
-
-PROBE_KINDS = ("tcp", "http", "exec", "log", "notify", "mcp")
 
 
 def _check_one_kind(probe: BaseModel) -> None:
@@ -245,7 +152,7 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
-class Liveness(_Strict):
+class LivenessModel(_Strict):
     """How a ready unit keeps proving that it serves (`live = {...}`, the Kubernetes
     livenessProbe): one probe kind, tried every `interval` once the unit is ready, each
     attempt bounded by `timeout`; `failures` consecutive failed attempts restart the unit
@@ -263,7 +170,7 @@ class Liveness(_Strict):
     failures: int = Field(DEFAULT_LIVE_FAILURES, ge=1)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Liveness:
+    def _one_kind(self) -> LivenessModel:
         _check_one_kind(self)
         return self
 
@@ -282,9 +189,6 @@ class Liveness(_Strict):
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value)
 
-    @property
-    def kind(self) -> str:
-        return next(k for k in PROBE_KINDS if getattr(self, k))
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
@@ -305,7 +209,7 @@ def _byte_size(value: object) -> object:
 ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=1)]
 
 
-class Process(_Strict):
+class ProcessModel(_Strict):
     """One `[processes.NAME]` table."""
 
     command: str | list[str]
@@ -315,7 +219,7 @@ class Process(_Strict):
     inject: list[EnvKey] = []
     publishes: list[EnvKey] = []
     depends_on: dict[str, Condition] = {}
-    ready: Probe | None = None
+    ready: ProbeModel | None = None
     restart: Literal["always", "on-failure", "never"] = "on-failure"
     env: dict[EnvKey, EnvValue] = {}
     cwd: str | None = None
@@ -338,19 +242,19 @@ class Process(_Strict):
     backoff_initial: float = Field(DEFAULT_BACKOFF_INITIAL, ge=0)
     backoff_max: float = Field(DEFAULT_BACKOFF_MAX, ge=0)
     # Runs once the unit is ready; consecutive failures restart it.
-    live: Liveness | None = None
+    live: LivenessModel | None = None
     # Its output's log file: false for none, a path (relative to `log_dir`, else to the
     # stack file; `${model}` is the model's name), or unset for `log_dir`'s default.
     log: Literal[False] | str | None = None
 
     @model_validator(mode="after")
-    def _live_rules(self) -> Process:
+    def _live_rules(self) -> ProcessModel:
         if self.oneshot and self.live is not None:
             raise ValueError("a oneshot completes; it takes no live probe")
         return self
 
     @model_validator(mode="after")
-    def _log_path(self) -> Process:
+    def _log_path(self) -> ProcessModel:
         if not isinstance(self.log, str):
             return self
         if not self.log.strip():
@@ -389,7 +293,7 @@ class Process(_Strict):
         return name
 
     @model_validator(mode="after")
-    def _oneshot_rules(self) -> Process:
+    def _oneshot_rules(self) -> ProcessModel:
         if self.oneshot and self.ready is not None:
             raise ValueError("a oneshot completes; it takes no ready probe")
         if self.oneshot and self.restart == "always":
@@ -413,11 +317,11 @@ class Process(_Strict):
         return self
 
 
-class Settings(_Strict):
+class SettingsModel(_Strict):
     """The `[supervise]` table."""
 
     shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
-    control_socket: str = ".supervise/control.sock"
+    control_socket: str = DEFAULT_CONTROL_SOCKET
     http: str | None = None
     env_files: list[str] | None = None
     log_format: Literal["text", "json"] = "text"
@@ -450,13 +354,13 @@ class Settings(_Strict):
         return value
 
 
-class Stack(_Strict):
+class StackModel(_Strict):
     """A whole stack file."""
 
-    supervise: Settings = Field(default_factory=lambda: Settings.model_validate({}))
+    supervise: SettingsModel = Field(default_factory=lambda: SettingsModel.model_validate({}))
     env: dict[EnvKey, EnvValue] = {}
     models: dict[str, dict[EnvKey, EnvValue]] = {}
-    processes: dict[str, Process] = {}
+    processes: dict[str, ProcessModel] = {}
 
     @field_validator("models")
     @classmethod
@@ -472,7 +376,7 @@ class Stack(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _own_log_file(self) -> Stack:
+    def _own_log_file(self) -> StackModel:
         process = self.processes.get("supervise")
         if self.supervise.log_dir and process and not process.per_model and process.log is None:
             raise ValueError(
@@ -483,7 +387,7 @@ class Stack(_Strict):
 
     @field_validator("processes")
     @classmethod
-    def _process_names(cls, value: dict[str, Process]) -> dict[str, Process]:
+    def _process_names(cls, value: dict[str, ProcessModel]) -> dict[str, ProcessModel]:
         for name in value:
             if not is_process_name(name):
                 raise ValueError(
@@ -491,3 +395,37 @@ class Stack(_Strict):
                     "at most 64 characters"
                 )
         return value
+
+
+_SPECS: dict[type[BaseModel], type[Any]] = {
+    ProbeModel: spec.Probe,
+    LivenessModel: spec.Liveness,
+    ProcessModel: spec.Process,
+    SettingsModel: spec.Settings,
+    StackModel: spec.Stack,
+}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, BaseModel):
+        fields = {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+        return _SPECS[type(value)](**fields)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def to_spec(stack: StackModel) -> spec.Stack:
+    """The validated stack as plain frozen values (`supervisor.config.spec`)."""
+    plain = _plain(stack)
+    assert isinstance(plain, spec.Stack)
+    return plain
+
+
+def process_spec(raw: dict[str, Any]) -> spec.Process:
+    """One `[processes.NAME]` table, validated, as a plain value."""
+    plain = _plain(ProcessModel.model_validate(raw))
+    assert isinstance(plain, spec.Process)
+    return plain

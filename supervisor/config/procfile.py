@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from supervisor.config.model import Process
+from supervisor.config.spec import Process
 from supervisor.errors import Problem
 
 _LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.+)")
@@ -22,7 +23,7 @@ def renumber_ports(
     first = next(iter(everything.values()), None)
     base = first.port if first is not None and isinstance(first.port, int) else BASE_PORT
     return {
-        name: process.model_copy(update={"port": base + PORT_STEP * index})
+        name: replace(process, port=base + PORT_STEP * index)
         for index, (name, process) in enumerate(selected.items())
     }
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from supervisor.config.model import check_regex
+from supervisor.config.spec import check_regex
 from supervisor.control.authority import Caller, identify
 from supervisor.control.http import ApiError, Request, Response
 from supervisor.control.plane import (

@@ -27,7 +27,7 @@ from pathlib import Path
 from supervisor.check import check_stack
 from supervisor.config.interpolate import references
 from supervisor.config.load import LoadedStack, loading
-from supervisor.config.model import Condition, Process, Settings
+from supervisor.config.spec import Condition, Process, Settings
 from supervisor.errors import ConfigError, MissingModelKey, SuperviseError
 from supervisor.plan import RenderContext, RenderedProbe, Unit, expand, render
 from supervisor.secrets import MIN_MASKED_LENGTH, is_secret
@@ -150,7 +150,7 @@ class ExportPlan:
         keys = {k: v for k, v in self.static.get(model or "", {}).items() if not is_secret(k)}
         units = [
             {f.name: getattr(u, f.name) for f in fields(u) if f.name != "spec"}
-            | {"spec": u.spec.model_dump()}
+            | {"spec": asdict(u.spec)}
             for u in self.units_of(model)
         ]
         text = json.dumps({"units": units, "keys": keys}, sort_keys=True, default=_plain)
@@ -242,7 +242,7 @@ def build_plan(
             unit_variables={unit.name: variables},
         )
         try:
-            rendering = render(replace(unit, spec=spec.model_copy(update={"inject": []})), context)
+            rendering = render(replace(unit, spec=replace(spec, inject=[])), context)
         except MissingModelKey as exc:
             raise RuntimeOnlyReference(loaded.file, unit.name, exc.key) from exc
         written = set(stack_env) | set(spec.env) | {"PORT", *variables}
@@ -323,7 +323,7 @@ def _point_at_services(
         command = [rewrite("command", word) for word in command]
     env = {k: rewrite(f"env.{k}", v) for k, v in spec.env.items()}
     shared = {k: rewrite(f"[env] {k}", v) for k, v in stack_env.items()}
-    return spec.model_copy(update={"command": command, "env": env}), shared, found
+    return replace(spec, command=command, env=env), shared, found
 
 
 def _env_scopes(loaded: LoadedStack) -> dict[str, tuple[KeyLine, ...]]:

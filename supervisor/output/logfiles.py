@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack
-from supervisor.config.model import DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_SIZE
+from supervisor.config.spec import DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_SIZE
 from supervisor.output.format import AnyEvent, file_event, file_line
 from supervisor.plan import Unit
 from supervisor.secrets import Redactor

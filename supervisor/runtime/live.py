@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from supervisor.config.model import validate_key, validate_model
+from supervisor.config.spec import validate_key, validate_model
 from supervisor.control.plane import (
     DEFAULT_WAIT,
     ChangeResult,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import anyio
 import h11
 
-from supervisor.config.model import port_number
+from supervisor.config.spec import port_number
 from supervisor.observe import Histogram, ToolList
 from supervisor.osproc.listening import LOCAL_HOSTS, ListenWatch
 from supervisor.osproc.spawn import Reaper, SpawnError, spawn

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from supervisor.check import load_checked
 from supervisor.config.load import LoadedStack
+from supervisor.config.validator import load_elsewhere
 from supervisor.control.plane import ReloadResult
 from supervisor.errors import ConfigError, ControlError
 from supervisor.plan import expand
@@ -65,10 +65,16 @@ class Reloader:
         self.count += 1
         self.last_ok = False  # until it took
         try:
-            loaded, _ = load_checked(
-                sv.loaded.file, sv.loaded.environ, sv.selection, reloading=True
+            # In a new interpreter: pydantic never enters this process, and the event
+            # loop goes on serving while the file is validated.
+            loaded, _ = await load_elsewhere(
+                sv.loaded.file,
+                sv.loaded.environ,
+                sv.selection,
+                workdir=sv.runtime_dir,
+                reaper=sv.reaper,
             )
-        except ConfigError as exc:
+        except (ConfigError, RuntimeError) as exc:
             self.config_error = str(exc)
             sv.note(f"reload refused, nothing changed:\n{exc}")
             raise ControlError("invalid_config", str(exc)) from exc

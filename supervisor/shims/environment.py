@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.config.handoff import PublishError, read_published
-from supervisor.config.model import ENV_KEY_RULE, is_env_key, validate_key
+from supervisor.config.spec import ENV_KEY_RULE, is_env_key, validate_key
 from supervisor.errors import InvalidValue, SuperviseError
 
 FIRST_RETRY = 0.01  # the first pause while waiting for a hand-off file
