@@ -143,6 +143,17 @@ def _load_checked(args: argparse.Namespace) -> Any:
     return load_checked(_stack_file(args), _environ(), _selection(args))
 
 
+def _preload_while_validating() -> None:
+    """What `run` would import once the stack is known (the event loop anyio starts,
+    the file watcher), imported while the child validates instead of after."""
+    import contextlib
+
+    import watchfiles  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import anyio._backends._asyncio  # noqa: F401  (what anyio.run imports)
+
+
 def _run(args: argparse.Namespace) -> int:
     from functools import partial
 
@@ -167,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor.runtime.supervisor import FrontEnd, Supervisor
     from supervisor.runtime.watch import watch_stack_files
 
+    _preload_while_validating()
     try:
         loaded, report = validating.result()
     except ConfigError as exc:
