@@ -143,8 +143,8 @@ Condition = Literal["started", "ready", "completed"]
 
 
 @dataclass(frozen=True)
-class Probe:
-    """How a unit proves it is ready; exactly one kind per probe."""
+class _OneKind:
+    """A probe's kinds: exactly one is set (the models check it)."""
 
     tcp: str | None = None
     http: str | None = None
@@ -152,9 +152,6 @@ class Probe:
     log: str | None = None
     notify: bool | None = None
     mcp: str | None = None
-    interval: float = DEFAULT_PROBE_INTERVAL
-    timeout: float = DEFAULT_PROBE_TIMEOUT
-    within: float = DEFAULT_PROBE_WITHIN
 
     @property
     def kind(self) -> str:
@@ -162,22 +159,21 @@ class Probe:
 
 
 @dataclass(frozen=True)
-class Liveness:
+class Probe(_OneKind):
+    """How a unit proves it is ready."""
+
+    interval: float = DEFAULT_PROBE_INTERVAL
+    timeout: float = DEFAULT_PROBE_TIMEOUT
+    within: float = DEFAULT_PROBE_WITHIN
+
+
+@dataclass(frozen=True)
+class Liveness(_OneKind):
     """How a ready unit keeps proving that it serves (`live = {...}`)."""
 
-    tcp: str | None = None
-    http: str | None = None
-    exec: str | list[str] | None = None
-    log: str | None = None
-    notify: bool | None = None
-    mcp: str | None = None
     interval: float = DEFAULT_LIVE_INTERVAL
     timeout: float = DEFAULT_LIVE_TIMEOUT
     failures: int = DEFAULT_LIVE_FAILURES
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in PROBE_KINDS if getattr(self, k))
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ class LiveConfig:
         return self._view(self._record(name))
 
     def _require_model(self, model: str) -> None:
-        if model not in self.sv.models:
+        if model not in self.sv.domains:  # a dict lookup: status asks once per model
             running = ", ".join(self.sv.models) or "none"
             raise ControlError("not_found", f"unknown model {model!r}; running: {running}")
 
