@@ -1,6 +1,6 @@
 # The guard: a tiny process that outlives a killed supervisor and ends its units.
 #
-# Run as: /bin/sh guard.sh RUNTIME_DIR [LINK SOCKET]   (POSIX sh: about 1.5 MiB resident)
+# Run as: /bin/sh guard.sh RUNTIME_DIR [LINK SOCKET]   (POSIX sh: about 1.7 MiB resident)
 #
 # The supervisor starts it before any unit and keeps the write end of its stdin; lines
 # `+SID` / `-SID` register and forget unit sessions (each unit leads its own session and
