@@ -101,12 +101,7 @@ class ProbeModel(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ProbeModel:
-        kinds = [k for k in ("tcp", "http", "exec", "log", "notify", "mcp") if getattr(self, k)]
-        if len(kinds) != 1:
-            raise ValueError(
-                "a probe needs exactly one of tcp, http, exec, log, notify, mcp"
-                + (f" (got {', '.join(kinds)})" if kinds else "")
-            )
+        _check_one_kind(self)
         return self
 
     @field_validator("mcp")

@@ -56,7 +56,7 @@ class Pending:
             raise
         finally:
             os.close(self._answer)
-        return _decode(b"".join(chunks), _ending(status))
+        return _decode(b"".join(chunks), _ending(os.waitstatus_to_exitcode(status)))
 
 
 def _decode(answer: bytes, ending: str, stderr: str = "") -> Loaded:
@@ -69,7 +69,12 @@ def _decode(answer: bytes, ending: str, stderr: str = "") -> Loaded:
         raise RuntimeError(
             f"validating the stack failed: its process ended ({ending}) without an answer{said}"
         )
-    kind, value = pickle.loads(answer)
+    try:
+        kind, value = pickle.loads(answer)
+    except Exception as exc:  # a process killed while it wrote
+        raise RuntimeError(
+            f"validating the stack failed: its answer is unreadable ({ending})"
+        ) from exc
     if kind == "problems":
         raise ConfigError(value)
     if kind == "crash":
@@ -126,13 +131,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _ending(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
+def _ending(code: int | None) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
-# The new interpreter's first lines: the supervisor's import path, then the request.
+# The new interpreter's first lines: the supervisor's import path, then the request;
+# its answer goes to the file named after the request's.
 _BOOT = (
     "import pickle, sys; request = open(sys.argv[1], 'rb'); sys.path[:] = pickle.load(request); "
     "from supervisor.config.validator import answer_request; answer_request(request)"
@@ -160,13 +167,13 @@ async def load_elsewhere(
     from supervisor.osproc.pipes import drain
     from supervisor.osproc.spawn import SpawnError, spawn
 
-    request = workdir / "validate.request"
-    request.unlink(missing_ok=True)
-    fd = os.open(request, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
+    request, answer = workdir / "validate.request", workdir / "validate.answer"
+    for path in (request, answer):
+        path.unlink(missing_ok=True)
+    with os.fdopen(_private(request), "wb") as handle:
         pickle.dump(list(sys.path), handle)
         pickle.dump((file, dict(environ), selection), handle)
-    answer, said = bytearray(), list[str]()
+    said: list[str] = []
     try:
         try:
             child = spawn(
@@ -175,37 +182,31 @@ async def load_elsewhere(
         except SpawnError as exc:
             raise RuntimeError(f"validating the stack failed: {exc}") from exc
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_read_all, child.stdout, answer)
+            async with anyio.create_task_group() as tg:  # never an unread pipe
+                tg.start_soon(drain, child.stdout, said.append)
                 tg.start_soon(drain, child.stderr, said.append)
             await child.exited.wait()
         finally:
             os.close(child.stdout)
             os.close(child.stderr)
-    finally:
-        request.unlink(missing_ok=True)
-    ending = f"exit code {child.returncode}"
-    return _decode(bytes(answer), ending, "\n".join(said[-20:]))
-
-
-async def _read_all(fd: int, into: bytearray) -> None:
-    import anyio
-
-    while True:
         try:
-            await anyio.wait_readable(fd)
-            data = os.read(fd, 1 << 20)
-        except BlockingIOError:
-            continue
-        except OSError:
-            return
-        if not data:
-            return
-        into += data
+            data = answer.read_bytes()
+        except FileNotFoundError:
+            data = b""
+    finally:
+        for path in (request, answer):
+            path.unlink(missing_ok=True)
+    return _decode(data, _ending(child.returncode), "\n".join(said[-20:]))
+
+
+def _private(path: Path) -> int:
+    """A new file only this user can read (the environment may hold secrets)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
 def answer_request(request: BinaryIO) -> None:
-    """The new interpreter's side: load and check the stack, answer on stdout."""
+    """The new interpreter's side: load and check the stack, answer in a private file
+    beside the request."""
     import pickle
 
     with request:
@@ -216,4 +217,9 @@ def answer_request(request: BinaryIO) -> None:
 
         return load_checked(file, environ, selection, reloading=True)
 
-    _write_all(sys.stdout.fileno(), _encode(load))
+    answer = _encode(load)
+    fd = _private(Path(request.name).with_suffix(".answer"))
+    try:
+        _write_all(fd, answer)
+    finally:
+        os.close(fd)

@@ -60,8 +60,14 @@ _filter_works = True  # a kernel that refuses the filter is asked for the whole 
 def listening_ports(among: Collection[int] = ()) -> set[int]:
     """Ports with a socket listening on a loopback or wildcard address (of `among`, when
     given: the kernel then reports just those, whatever else listens)."""
-    global _netlink_works, _filter_works
     wanted = set(among)
+    found = _listening(wanted)
+    return found & wanted if wanted else found
+
+
+def _listening(wanted: set[int]) -> set[int]:
+    """The filtered look, else the kernel's whole list, else /proc/net/tcp."""
+    global _netlink_works, _filter_works
     if _netlink_works:
         try:
             if wanted and len(wanted) <= FILTER_MAX and _filter_works:
@@ -69,12 +75,10 @@ def listening_ports(among: Collection[int] = ()) -> set[int]:
                     return _from_netlink(wanted)
                 except OSError:
                     _filter_works = False
-            found = _from_netlink()
-            return found & wanted if wanted else found
+            return _from_netlink()
         except OSError:
             _netlink_works = False
-    found = _from_proc()
-    return found & wanted if wanted else found
+    return _from_proc()
 
 
 def port_filter(ports: Iterable[int]) -> bytes:

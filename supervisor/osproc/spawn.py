@@ -67,15 +67,15 @@ class Child:
         return f"<Child pid {self.pid} {state}>"
 
 
-_unknown: tuple[str, ...] = ("?",)
-_wrapper = _unknown  # `setpriv --pdeathsig KILL --`, or () where it does not work
+# `setpriv --pdeathsig KILL --`, () where it does not work, None until tried
+_wrapper: tuple[str, ...] | None = None
 
 
 def _pdeathsig_wrapper() -> tuple[str, ...]:
     """The exec wrapper that sets the parent-death signal, found and tried once: its
     own `--version` run through it must answer (util-linux 2.33 and later)."""
     global _wrapper
-    if _wrapper is _unknown:
+    if _wrapper is None:
         _wrapper = ()
         for directory in [*os.get_exec_path(), "/usr/bin", "/bin"]:
             setpriv = os.path.join(directory, "setpriv")

@@ -125,8 +125,7 @@ class Look:
         return self._grouped
 
 
-_shared = Look.__new__(Look)
-_shared.taken = float("-inf")
+_shared: Look | None = None
 
 
 def look_since(moment: float) -> Look:
@@ -136,7 +135,7 @@ def look_since(moment: float) -> Look:
     can only be forked by a member, and what the leader left is adopted here (or by init)
     and carries its marker, its group or its session."""
     global _shared
-    if _shared.taken < moment:
+    if _shared is None or _shared.taken < moment:
         _shared = Look()
     return _shared
 
@@ -172,9 +171,8 @@ def record_members(units: Iterable[tuple[int, bytes | None]]) -> None:
 
 def _first_members(leader: int, marker: bytes | None) -> list[Proc]:
     taken, procs = _recorded.pop(leader, (float("-inf"), []))
-    if taken >= time.monotonic() - SHARED_SCAN_AGE:
-        return procs
-    return members(leader, marker, look_since(time.monotonic() - SHARED_SCAN_AGE))
+    fresh = time.monotonic() - SHARED_SCAN_AGE
+    return procs if taken >= fresh else members(leader, marker, look_since(fresh))
 
 
 def still_alive(procs: Iterable[Proc]) -> list[Proc]:
