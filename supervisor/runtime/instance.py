@@ -133,6 +133,7 @@ class Instance:
             return Ended(None, fatal=str(exc))
         record.child = child
         self.to.spawned(child)
+        swept = False  # what the leader left behind has been ended
         try:
             async with anyio.create_task_group() as tg:
                 drained = []
@@ -154,6 +155,7 @@ class Instance:
                         AFTER_EXIT_STOP_TIMEOUT,
                         child.exited,
                     )
+                swept = True
                 with anyio.move_on_after(DRAIN_AFTER_EXIT):
                     for event in drained:
                         await event.wait()
@@ -162,6 +164,8 @@ class Instance:
             with anyio.CancelScope(shield=True):
                 if child.returncode is None:
                     await self._stop(child)
+                elif not swept:  # it exited as it was stopped: its leftovers go all the same
+                    await kill_tree(child.pid, self.marker, [], child.exited)
                 for fd in (child.stdout, child.stderr):
                     os.close(fd)
                 if sock is not None:
