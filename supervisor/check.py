@@ -5,7 +5,6 @@ not allocated. `run`, `check` and `reload` all go through `load_checked`."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -113,7 +112,7 @@ def _runnable(name: str, unit: Unit, rendering: Rendering) -> list[str]:
             found = os.access(path, os.X_OK) and not os.path.isdir(path)
         else:
             found = (
-                shutil.which(program, path=rendering.environ.get("PATH", os.defpath)) is not None
+                _which(program, path=rendering.environ.get("PATH", os.defpath)) is not None
             )
         if not found:
             warnings.append(f"{name}: command {program!r} is not found or not executable")
@@ -201,3 +200,9 @@ def _describe(loaded: LoadedStack, models: list[str], units: Mapping[str, Unit])
                 words.append("not required")
             lines.append(f"  {unit.name}: " + "; ".join(words))
     return lines
+
+
+def _which(program: str, path: str) -> str | None:
+    import shutil  # the check's alone: never resident in a running supervisor
+
+    return shutil.which(program, path=path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +174,8 @@ def loading(file: str, what: str) -> Iterator[None]:
 
 
 def _parse_toml(text: str, name: str) -> dict[str, Any]:
+    import tomllib  # only where a file is read: never resident in a running supervisor
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -6,8 +6,8 @@ masked) and `/why?unit=U`. Any other method is 405: changes go through the socke
 
 from __future__ import annotations
 
+import os
 import time
-from importlib import resources
 
 from supervisor.control.http import ApiError, Raw, Request, Response
 from supervisor.control.metrics import CONTENT_TYPE, metrics_text
@@ -33,7 +33,10 @@ PAGE_HEADERS = [
 class HealthApi:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        self.page = resources.files("supervisor.control").joinpath("status.html").read_bytes()
+        # Beside this module, as the guard's script is beside its own (a package on disk;
+        # importlib.resources would keep ~1 MiB of zip and email modules resident).
+        with open(os.path.join(os.path.dirname(__file__), "status.html"), "rb") as page:
+            self.page = page.read()
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):

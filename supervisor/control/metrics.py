@@ -16,9 +16,9 @@ import math
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
+from supervisor import __version__
 from supervisor.control.plane import ControlPlane, StackView, UnitView
 from supervisor.control.status import unit_document
 from supervisor.osproc.usage import TreeUsage, process_table
@@ -28,19 +28,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "supervise"
 
 
-def version() -> str:
-    try:
-        return metadata.version("supervise")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def metrics_text(plane: ControlPlane) -> str:
     """The metrics of the running stack (reads the process table for cpu and rss)."""
     view = plane.view()
     usage = TreeUsage(process_table())
     documents = [unit_document(u, plane.redactor, usage) for u in view.units]
-    return render(view, documents, version(), platform.python_version())
+    return render(view, documents, __version__, platform.python_version())
 
 
 @dataclass
