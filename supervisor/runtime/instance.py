@@ -30,7 +30,7 @@ from supervisor.config.handoff import PublishError
 from supervisor.control.plane import LogRecord
 from supervisor.observe import Histogram, ToolList
 from supervisor.osproc.listening import ListenWatch
-from supervisor.osproc.pipes import drain
+from supervisor.osproc.pipes import read_lines
 from supervisor.osproc.sockets import notify_socket
 from supervisor.osproc.spawn import Child, Reaper, SpawnError
 from supervisor.osproc.tree import kill_tree, stop_tree
@@ -134,12 +134,12 @@ class Instance:
         record.child = child
         self.to.spawned(child)
         swept = False  # what the leader left behind has been ended
+        drained, stops = [], []
         try:
+            for fd, stream in ((child.stdout, "stdout"), (child.stderr, "stderr")):
+                drained.append(anyio.Event())
+                stops.append(read_lines(fd, self._on_line(stream), drained[-1]))
             async with anyio.create_task_group() as tg:
-                drained = []
-                for fd, stream in ((child.stdout, "stdout"), (child.stderr, "stderr")):
-                    drained.append(anyio.Event())
-                    tg.start_soon(_drain_then_set, fd, self._on_line(stream), drained[-1])
                 if sock is not None:
                     tg.start_soon(self._serve_notify, sock)
                 if not spec.oneshot:
@@ -166,6 +166,8 @@ class Instance:
                     await self._stop(child)
                 elif not swept:  # it exited as it was stopped: its leftovers go all the same
                     await kill_tree(child.pid, self.marker, [], child.exited)
+                for stop in stops:
+                    stop()
                 for fd in (child.stdout, child.stderr):
                     os.close(fd)
                 if sock is not None:
@@ -331,10 +333,3 @@ class Instance:
             spec.stop_timeout,
             child.exited,
         )
-
-
-async def _drain_then_set(fd: int, handler: Callable[[str], None], done: anyio.Event) -> None:
-    try:
-        await drain(fd, handler)
-    finally:
-        done.set()
