@@ -4,6 +4,7 @@ commands must start fast); `supervisor.cli` turns the parsed arguments into call
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,17 @@ from supervisor import __version__
 TYPE_CHECKING = False  # importing typing costs a client command 4 ms
 if TYPE_CHECKING:
     from typing import Any
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds: `nan`, `inf` and 0 are refused by name."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
 
 STACK_HELP = (
     "stack file (default: supervise.toml, pyproject.toml [tool.supervise] or Procfile, "
@@ -124,7 +136,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     def timeout(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--timeout",
-            type=float,
+            type=seconds,
             default=None,
             metavar="S",
             help="wait at most S seconds (default 60); answers at once when the outcome is known",
@@ -157,7 +169,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     status.add_argument(
         "--watch",
         nargs="?",
-        type=float,
+        type=seconds,
         const=1.0,
         default=None,
         metavar="S",

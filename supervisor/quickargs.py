@@ -102,9 +102,12 @@ def parse(argv: Sequence[str]) -> Parsed | None:
                 name, value = _VALUED[word], rest[j + 1]
                 if name == "timeout":
                     try:
-                        values[name] = float(value)
+                        seconds = float(value)
                     except ValueError:
                         return None
+                    if not 0 < seconds < float("inf"):  # nan too: argparse says why
+                        return None
+                    values[name] = seconds
                 elif name == "log_format":
                     if value not in _LOG_FORMATS:
                         return None

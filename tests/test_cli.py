@@ -68,6 +68,8 @@ EXIT_CODES = [
     (("logs", "nope"), 1, "unknown unit 'nope'"),
     (("logs", "--since", "yesterday"), 2, "--since: expected"),
     (("logs", "--grep", "("), 2, "grep: invalid regular expression"),
+    (("restart", "alpha/echo", "--timeout", "nan"), 2, "positive number of seconds, got 'nan'"),
+    (("set", "alpha", "A=1", "--timeout", "inf"), 2, "positive number of seconds, got 'inf'"),
 ]
 
 

@@ -272,7 +272,7 @@ _WORDS = [
     *("status", "set", "restart", "start", "stop", "drop", "why", "logs", "launch", "run"),
     *("-c", "--config", "-f", "--procfile", "-e", "--env", "--conf", "--config=x.toml"),
     *("--json", "--watch", "--timeout", "--unset", "--no-wait", "--no-rollback", "--no"),
-    *("-h", "--help", "--version", "--", "-", "", "-x", "-5", "3", "1e3", "nan", "abc"),
+    *("-h", "--help", "--version", "--", "-", "", "-x", "-5", "3", "1e3", "nan", "inf", "0", "abc"),
     *("alpha", "alpha/trade", "s.toml", "A=1", "B=", "=x", "K=a b", "é=ü", "SIGNATURE=x/.."),
     *("--model", "--log-format", "text", "json", "xml", "--exit-on-end", "web"),
 ]
@@ -317,7 +317,7 @@ def test_the_quick_parser_builds_what_argparse_builds_or_leaves_it_to_argparse(
         ["status", "alpha/trade", "--json"],
         ["-c", "s.toml", "restart", "alpha"],
         ["set", "alpha", "A=1", "B=2", "--unset", "C", "--unset", "D", "--timeout", "2.5"],
-        ["start", "alpha", "-c", "s.toml", "--timeout", "0"],
+        ["start", "alpha", "-c", "s.toml", "--timeout", "0.5"],
         ["stop", "alpha/trade"],
         ["drop", "beta"],
         ["why", "math"],

@@ -10,6 +10,7 @@ probe) or an injected key without a value; 2 bad usage or a key file the rules r
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -40,8 +41,12 @@ def run_wait(args: argparse.Namespace) -> int:
         condition = Condition("exec", args.exec)
     else:
         condition = Condition("file", args.file)
-    if args.timeout < 0 or args.interval <= 0:
-        print("supervise wait: --timeout must be >= 0 and --interval > 0", file=sys.stderr)
+    if not (0 <= args.timeout < math.inf and 0 < args.interval < math.inf):
+        print(
+            "supervise wait: --timeout must be a number >= 0 and --interval one > 0 "
+            f"(got {args.timeout:g} and {args.interval:g})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         wait_for(condition, args.timeout, args.interval)
@@ -94,8 +99,11 @@ def run_exec(args: argparse.Namespace) -> int:
     except re.error as exc:
         print(f"supervise exec: --ready-log {args.ready_log!r}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.wait_timeout < 0:
-        print("supervise exec: --wait-timeout must be >= 0", file=sys.stderr)
+    if not 0 <= args.wait_timeout < math.inf:
+        print(
+            f"supervise exec: --wait-timeout must be a number >= 0 (got {args.wait_timeout:g})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.ready_file is not None and pattern is None and not args.ready_notify:
         print("supervise exec: --ready-file needs --ready-log or --ready-notify", file=sys.stderr)

@@ -117,7 +117,9 @@ def test_the_command_after_a_wait_replaces_it() -> None:
         (["--tcp", "nohost"], "--tcp 'nohost': expected HOST:PORT"),
         (["--tcp", "127.0.0.1:70000"], "expected HOST:PORT with a port from 1 to 65535"),
         (["--http", "https://example.invalid/"], "expected an http:// URL"),
-        (["--file", "/", "--timeout", "-1"], "--timeout must be >= 0"),
+        (["--file", "/", "--timeout", "-1"], "--timeout must be a number >= 0"),
+        (["--file", "/", "--timeout", "nan"], "(got nan and 0.05)"),
+        (["--file", "/", "--interval", "inf"], "(got 60 and inf)"),
     ],
 )
 def test_a_target_that_can_never_be_probed_exits_2(args: list[str], message: str) -> None:
