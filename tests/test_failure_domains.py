@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -248,6 +249,25 @@ def test_drop_reload_launch_keeps_the_file_keys_and_reload_says_what_it_started(
     wait_until(lambda: "gamma/agent" in pids(client), "gamma started by a reload")
     events = [r for r in run.records if "reloaded: started" in r.get("line", "")]
     assert any("gamma/trade" in r["line"] for r in events), events
+
+
+def test_reloads_asked_at_the_same_time_each_answer(healthy: tuple[Run, Client]) -> None:
+    run, client = healthy
+    before = pids(client)
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def reload() -> None:
+        results.append(cli("reload", "-c", str(run.stack)))
+
+    threads = [threading.Thread(target=reload) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "nothing changed" in result.stdout
+    assert pids(client) == before
 
 
 def test_reload_that_breaks_a_unit_restores_the_previous_stack(

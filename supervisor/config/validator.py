@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -144,6 +145,9 @@ _BOOT = (
     "import pickle, sys; request = open(sys.argv[1], 'rb'); sys.path[:] = pickle.load(request); "
     "from supervisor.config.validator import answer_request; answer_request(request)"
 )
+# Each request its own pair of files: a reload from the file watcher and one asked for
+# over the API can validate at the same time.
+_requests = itertools.count(1)
 
 
 async def load_elsewhere(
@@ -167,7 +171,8 @@ async def load_elsewhere(
     from supervisor.osproc.pipes import drain
     from supervisor.osproc.spawn import SpawnError, spawn
 
-    request, answer = workdir / "validate.request", workdir / "validate.answer"
+    name = f"validate.{next(_requests)}"
+    request, answer = workdir / f"{name}.request", workdir / f"{name}.answer"
     for path in (request, answer):
         path.unlink(missing_ok=True)
     with os.fdopen(_private(request), "wb") as handle:
