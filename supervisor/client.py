@@ -63,13 +63,10 @@ def registry_dir() -> str:
 
 def registry_entry(stack_file: str | os.PathLike[str]) -> str | None:
     """The registry entry of a stack file: a symlink to its supervisor's socket."""
-    try:  # the built-in module: hashlib would load OpenSSL (3 ms for every client command)
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:  # Python 3.12 renamed it
-        from hashlib import sha256
+    from supervisor.digest import sha256_hex
 
     resolved = os.path.realpath(stack_file)
-    digest = sha256(resolved.encode(errors="surrogateescape")).hexdigest()[:32]
+    digest = sha256_hex(resolved.encode(errors="surrogateescape"))[:32]
     return os.path.join(registry_dir(), f"{digest}.sock")
 
 

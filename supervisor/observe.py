@@ -10,12 +10,13 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from supervisor.digest import sha256_hex
 
 DIGEST_LENGTH = 12  # hex characters of the tool-list hash shown in status
 
@@ -43,7 +44,7 @@ def tool_list(tools: Iterable[Mapping[str, Any]]) -> ToolList:
     """The `ToolList` of the `tools` array of MCP `tools/list` results (all pages)."""
     listed = sorted((dict(t) for t in tools), key=lambda t: str(t.get("name", "")))
     canonical = json.dumps(listed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_LENGTH]
+    digest = sha256_hex(canonical.encode())[:DIGEST_LENGTH]
     return ToolList(tuple(str(t.get("name", "")) for t in listed), digest)
 
 

@@ -206,6 +206,23 @@ depends_on = {{ migrate = "completed" }}
     assert "no newline at the end" in run.lines("report")
 
 
+def test_the_runtime_directory_is_private_and_gone_after_the_stop(tmp_path: Path) -> None:
+    runtime = tmp_path / "rt"
+    runtime.mkdir(mode=0o700)
+    stack = write_stack(
+        tmp_path, f'[processes.web]\ncommand = ["{PY}", "{SVC}", "--sleep", "60"]\n'
+    )
+    run = Run(stack, env={"XDG_RUNTIME_DIR": str(runtime)})
+    try:
+        run.wait_for(lambda r: r.get("event") == "running", "web running")
+        made = [p for p in runtime.iterdir() if p.name.startswith("supervise-")]
+        assert len(made) == 1, made
+        assert made[0].stat().st_mode & 0o777 == 0o700
+    finally:
+        assert run.stop() == 0
+    assert not made[0].exists()
+
+
 def test_sigterm_takes_down_stubborn_trees(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

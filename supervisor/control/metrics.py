@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-import platform
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ def metrics_text(plane: ControlPlane) -> str:
     view = plane.view()
     usage = TreeUsage(process_table())
     documents = [unit_document(u, plane.redactor, usage) for u in view.units]
-    return render(view, documents, __version__, platform.python_version())
+    return render(view, documents, __version__, sys.version.split(maxsplit=1)[0])
 
 
 @dataclass

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 from array import array
@@ -184,6 +183,8 @@ class Zygote:
         words += f": {detail}"
         missing = next((m.group(1) for m in map(_MISSING_MODULE.search, lines) if m), None)
         if missing is not None:
+            import shutil  # only to explain a zygote that could not import
+
             found = shutil.which(self.python, path=self.env.get("PATH")) or self.python
             words += (
                 f" — {found!r} cannot import {missing!r}: is the `python` on the units' PATH "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from typing import Any
 
 from supervisor.observe import ToolsEvent
@@ -109,6 +108,8 @@ SEVERITY = {"INFO": 9, "WARN": 13, "ERROR": 17}
 
 def stamp(ts: float) -> str:
     """Local time with its offset, to the millisecond: log files span days and zones."""
+    from datetime import datetime  # for log files only (~0.4 MiB resident)
+
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +103,8 @@ class UnitRecord:
         path = self.env_file
         with contextlib.suppress(FileNotFoundError):
             if path.is_dir() and not path.is_symlink():
+                import shutil  # only for a directory where the file should be
+
                 shutil.rmtree(path)
             else:
                 path.unlink()

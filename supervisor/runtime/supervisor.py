@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -41,7 +39,7 @@ from supervisor.config.load import EVERYTHING, LoadedStack, Selection, settings_
 from supervisor.control.plane import Counters, LogRecord
 from supervisor.errors import ConfigError, MissingModelKey, Problem
 from supervisor.observe import Note, ToolList, ToolsEvent
-from supervisor.osproc.guard import Guard
+from supervisor.osproc.guard import Guard, make_runtime_dir, remove_runtime_dir
 from supervisor.osproc.launch import Launcher
 from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.sockets import PortBook
@@ -140,9 +138,9 @@ class Supervisor:
 
     async def run(self, front_ends: Sequence[FrontEnd] = ()) -> int:
         """Run until the stack ends; returns the exit code for `supervise run`."""
-        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
         try:
-            self.runtime_dir = Path(tempfile.mkdtemp(prefix="supervise-", dir=base))
+            self.runtime_dir = make_runtime_dir(base)
         except OSError as exc:
             reason = f"cannot make the runtime directory in {base}: {exc.strerror}"
             raise ConfigError([Problem("XDG_RUNTIME_DIR", "", reason)]) from exc
@@ -173,7 +171,7 @@ class Supervisor:
         finally:
             self.ports.close()
             self.guard.stop()
-            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            remove_runtime_dir(self.runtime_dir)
             self.printer.close()
         return self.exit_code
 
