@@ -19,14 +19,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from tools import Service, ServiceArgs, Supervise
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RSS = (
-    "\nimport re as _re\n"
-    "print(_re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
-)
+RSS = "\nprint(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
 LOOP = "import anyio\nasync def _noop(): pass\nanyio.run(_noop)\n"
 RUNTIME = (
     "from supervisor.control.server import serve_control, serve_health\n"
@@ -56,19 +56,19 @@ STEPS: dict[str, str] = {
 
 def stack_file(directory: Path, n: int) -> Path:
     """The stack `bench/run.py` starts at N = n (its services are never run here)."""
-    lines: list[str] = []
-    for i in range(n):
-        lines += [f"[models.m{i}]", f'SIGNATURE = "s{i}"', f'BPORT = "{42000 + i}"', ""]
-    lines += [
-        "[processes.svc]",
-        "per_model = true",
-        f'command = ["{sys.executable}", "-S", "bench/service.py", "--port", "${{model.BPORT}}"]',
-        'inject = ["SIGNATURE"]',
-        'ready = { tcp = "${model.BPORT}" }',
-    ]
-    path = directory / "supervise.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    services = [Service(i, 42000 + i, f"s{i}") for i in range(n)]
+    tool = Supervise(directory, services, ServiceArgs(0.2, "none", 600))
+    tool.write_config()
+    return tool.stack
+
+
+def run_step(code: str, stack: Path) -> tuple[float, int]:
+    """Seconds from spawn to exit of a fresh interpreter running `code`, and its RSS in
+    KiB at the end (read from /proc with no import, so the step costs what it says)."""
+    argv = [sys.executable, "-c", code + RSS, str(stack)]
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
+    return time.perf_counter() - started, int(done.stdout.split()[-1])
 
 
 def main() -> None:
@@ -84,23 +84,15 @@ def main() -> None:
             order = list(STEPS)
             random.shuffle(order)
             for name in order:
-                argv = [sys.executable, "-c", STEPS[name] + RSS, str(stack)]
-                started = _now()
-                done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
-                times[name].append(_now() - started)
-                rss[name].append(int(done.stdout.split()[-1]))
+                elapsed, peak = run_step(STEPS[name], stack)
+                times[name].append(elapsed)
+                rss[name].append(peak)
     print(f"{args.repeats} repeats, stack of {args.n} models; Python {sys.version.split()[0]}")
     print(f"{'step':55} {'wall ms: median (min–max)':>28} {'RSS MiB':>8}")
     for name in STEPS:
         ms = [t * 1000 for t in times[name]]
         wall = f"{statistics.median(ms):.0f} ({min(ms):.0f}–{max(ms):.0f})"
         print(f"{name:55} {wall:>28} {statistics.median(rss[name]) / 1024:8.1f}")
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 if __name__ == "__main__":
