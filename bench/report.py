@@ -25,25 +25,38 @@ def _get(record: Any, *path: str | int) -> Any:
     return record
 
 
+def _changes(kind: str, field: str) -> Callable[[Trial], Any]:
+    """`field` of every change of one kind in boot A ("restart" or "env_change"): a list
+    from the several changes of a boot, or the one change of earlier results files."""
+
+    def pull(trial: Trial) -> Any:
+        many = _get(trial, "a", kind + "s")
+        if isinstance(many, list):
+            return [change.get(field) for change in many] or None
+        return _get(trial, "a", kind, field)
+
+    return pull
+
+
 # metric name -> (label, unit, how to pull one value per trial; a list pools samples)
 METRICS: dict[str, tuple[str, str, Callable[[Trial], Any]]] = {
     "cold_start": ("cold start → all ports accept", "s", lambda t: _get(t, "a", "cold_start_s")),
     "restart_answer": (
         "restart one → new instance answers",
         "s",
-        lambda t: _get(t, "a", "restart", "answer_s"),
+        _changes("restart", "answer_s"),
     ),
-    "restart_cli": ("restart one: CLI returned", "s", lambda t: _get(t, "a", "restart", "cli_s")),
+    "restart_cli": ("restart one: CLI returned", "s", _changes("restart", "cli_s")),
     "env_answer": (
         "env change → new value served",
         "s",
-        lambda t: _get(t, "a", "env_change", "answer_s"),
+        _changes("env_change", "answer_s"),
     ),
-    "env_cli": ("env change: CLI returned", "s", lambda t: _get(t, "a", "env_change", "cli_s")),
+    "env_cli": ("env change: CLI returned", "s", _changes("env_change", "cli_s")),
     "env_collateral": (
         "env change: other units restarted",
         "",
-        lambda t: _get(t, "a", "env_change", "collateral"),
+        _changes("env_change", "collateral"),
     ),
     "idle_cpu": (
         "idle CPU-s per 30 s (supervisor side)",
@@ -76,17 +89,21 @@ TIMED_OUT = {
 FLAGS: dict[str, tuple[str, Callable[[Trial], Any]]] = {
     "restart_ready": (
         "restart one: new instance answered when CLI returned",
-        lambda t: _get(t, "a", "restart", "ready_at_return"),
+        _changes("restart", "ready_at_return"),
     ),
     "env_ready": (
         "env change: new value served when CLI returned",
-        lambda t: _get(t, "a", "env_change", "ready_at_return"),
+        _changes("env_change", "ready_at_return"),
     ),
 }
 
 
 def _scale(value: Any, unit: int) -> float | None:
     return None if value is None else value / unit
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _values(trials: Iterable[Trial], pull: Callable[[Trial], Any]) -> list[float]:
@@ -110,7 +127,7 @@ def summarize(trials: list[Trial]) -> dict[str, Any]:
             figures: dict[str, Any] = {"trials": len(mine)}
             for name, (_, _, pull) in METRICS.items():
                 values = _values(mine, pull)
-                missing = sum(1 for t in mine if pull(t) is None)
+                missing = sum(1 for t in mine for v in _listed(pull(t)) if v is None)
                 figures[name] = (
                     {
                         "median": statistics.median(values),
@@ -123,7 +140,7 @@ def summarize(trials: list[Trial]) -> dict[str, Any]:
                     else {"missing": missing}
                 )
             for name, (_, pull) in FLAGS.items():
-                flags = [pull(t) for t in mine if pull(t) is not None]
+                flags = [f for t in mine for f in _listed(pull(t)) if f is not None]
                 figures[name] = {"true": sum(1 for f in flags if f), "count": len(flags)}
             kill9_left = [_get(t, "b", "kill9_survivors") for t in mine]
             figures["kill9_left"] = [k for k in kill9_left if k is not None]
@@ -192,14 +209,14 @@ def targets(
     true, count = sum(r["true"] for r in ready if r), sum(r["count"] for r in ready if r)
     add(
         "restart CLI returns when the new instance is ready",
-        f"{true}/{count} trials",
+        f"{true}/{count} changes",
         true == count if count else None,
     )
     ready = [_get(sv, n, "env_ready") for n in ns if n in sv]
     true, count = sum(r["true"] for r in ready if r), sum(r["count"] for r in ready if r)
     add(
         "set CLI returns when the new value is served",
-        f"{true}/{count} trials",
+        f"{true}/{count} changes",
         true == count if count else None,
     )
     worst = [_get(sv, n, "env_collateral", "max") for n in ns if n in sv]

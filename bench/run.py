@@ -60,6 +60,7 @@ BIG_N = 500  # one round after the repeats, with BIG_TOOLS only
 # from N = 50 on) and honcho forks one Python worker per process (3.3 GiB RSS at N = 200).
 BIG_TOOLS = "floor,supervise"
 GAP_RESTARTS = 10
+CHANGES = 3  # restarts and env changes per boot, each on a unit of its own (quick: 1)
 QUICK_IDLE_WINDOW = 5.0
 SMALL_N_IDLE_WINDOW = 3.0  # idle window below the largest N (the target is at the largest)
 LEFTOVER_EXAMPLES = 3  # command lines kept per boot for what the teardown killed
@@ -95,6 +96,14 @@ def _parse() -> argparse.Namespace:
         metavar="K",
         help=f"restarts per mode of the restart-gap scenario (default {GAP_RESTARTS}, "
         "quick 5; 0: skip it)",
+    )
+    parser.add_argument(
+        "--changes",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"restarts and env changes per boot, each on another unit (default {CHANGES}, "
+        "quick 1)",
     )
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="comma-separated, of: " + ", ".join(TOOLS)
@@ -146,6 +155,10 @@ def _parse() -> argparse.Namespace:
         args.big_n = 0 if args.quick else BIG_N
     if args.gap_restarts is None:
         args.gap_restarts = 5 if args.quick else GAP_RESTARTS
+    if args.changes is None:
+        args.changes = 1 if args.quick else CHANGES
+    if args.changes < 1:
+        parser.error("--changes must be at least 1")
     args.big_tool_names = [t.strip() for t in args.big_tools.split(",") if t.strip()]
     args.idle_window = args.idle_window or (QUICK_IDLE_WINDOW if args.quick else 6.0)
     args.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -279,7 +292,9 @@ def one_trial(
         try:
             with stack:
                 trial[boot] = (
-                    scenarios.boot_a(stack, rng, idle) if boot == "a" else scenarios.boot_b(stack)
+                    scenarios.boot_a(stack, rng, idle, args.changes)
+                    if boot == "a"
+                    else scenarios.boot_b(stack)
                 )
         except Exception as exc:  # one broken trial is recorded; the run goes on
             trial[boot] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -320,11 +335,13 @@ def _fmt(value: Any, unit: str = "s") -> str:
 def progress(index: int, total: int, trial: dict[str, Any], elapsed: float) -> str:
     a, b = trial.get("a", {}), trial.get("b", {})
     parts = [f"cold {_fmt(a.get('cold_start_s'))}"]
-    if "restart" in a:
-        parts.append(f"restart {_fmt(a['restart'].get('answer_s'))}")
-    if "env_change" in a:
-        change = a["env_change"]
-        parts.append(f"env {_fmt(change.get('answer_s'))} ({change.get('collateral')} collateral)")
+    if a.get("restarts"):
+        parts.append("restart " + " ".join(_fmt(c.get("answer_s")) for c in a["restarts"]))
+    if a.get("env_changes"):
+        changes = a["env_changes"]
+        collateral = sum(c.get("collateral") or 0 for c in changes)
+        times = " ".join(_fmt(c.get("answer_s")) for c in changes)
+        parts.append(f"env {times} ({collateral} collateral)")
     if a.get("idle_cpu_30s") is not None:
         parts.append(f"idle {a['idle_cpu_30s']:.3f}")
     if a.get("rss") is not None:
@@ -375,6 +392,7 @@ def main() -> int:
         "ns": args.ns,
         "big_n": args.big_n,
         "repeats": args.repeats,
+        "changes": args.changes,
         "tools": args.tool_names,
         "delay_s": args.delay,
         "seed": args.seed,

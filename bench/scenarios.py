@@ -2,8 +2,8 @@
 
 Two boots per trial, each in a temp dir with fresh ports:
 
-- boot A (plain services): cold start, status latency, restart one, env change one
-  (+ collateral restarts), idle CPU, supervisor-side memory, then SIGTERM;
+- boot A (plain services): cold start, status latency, restart one and env change one
+  (+ collateral restarts) a few times over, idle CPU, supervisor-side memory, then SIGTERM;
 - boot B (each service with one grandchild): cold start, then kill -9 of the supervisor.
 
 Every wait has a deadline; every poll loop is bounded in time. Timings are taken by
@@ -232,8 +232,11 @@ class Stack:
         return procs.scan(self.run, self.trial)
 
 
-def boot_a(stack: Stack, rng: random.Random, idle_window: float) -> dict[str, Any]:
-    """Cold start, status, restart one, env change one, idle CPU, memory, SIGTERM."""
+def boot_a(
+    stack: Stack, rng: random.Random, idle_window: float, changes: int = 1
+) -> dict[str, Any]:
+    """Cold start, status, `changes` times restart one and env change one (each on a
+    unit of its own), idle CPU, memory, SIGTERM."""
     tool = stack.tool
     result: dict[str, Any] = {}
     start = stack.launch()
@@ -251,25 +254,31 @@ def boot_a(stack: Stack, rng: random.Random, idle_window: float) -> dict[str, An
         result["status_exit"] = [code for code, _ in samples]
 
     n = len(stack.services)
-    restart_i, env_i = rng.sample(range(n), 2)
-    result["restart_unit"], result["env_unit"] = restart_i, env_i
-    restart_port, env_port = stack.ports[restart_i], stack.ports[env_i]
-    command = tool.restart(restart_i)
-    if command is not None:
-        old = ask(restart_port)
-        old_boot = old.boot if old else ""
-        result["restart"] = stack.timed_change(command, restart_port, lambda a: a.boot != old_boot)
+    # Each change on a unit of its own, restarts and env changes taken in turns.
+    chosen = rng.sample(range(n), min(n, 2 * changes))
+    restart_units, env_units = chosen[0::2], chosen[1::2]
+    result["restart_units"], result["env_units"] = restart_units, env_units
+    result["restarts"], result["env_changes"] = [], []
+    for restart_i, env_i in zip(restart_units, env_units, strict=False):
+        restart_port, env_port = stack.ports[restart_i], stack.ports[env_i]
+        command = tool.restart(restart_i)
+        if command is not None:
+            old = ask(restart_port)
+            old_boot = old.boot if old else ""
+            result["restarts"].append(
+                stack.timed_change(command, restart_port, _boot_is_not(old_boot))
+            )
 
-    signature = f"s{env_i}-v2"
-    before = ask_all(stack.ports)
-    command = tool.change_env(env_i, signature)
-    if command is not None:
-        change = stack.timed_change(command, env_port, lambda a: a.signature == signature)
-        time.sleep(COLLATERAL_GRACE)
-        after = ask_all(stack.ports)
-        others = [p for p in stack.ports if p != env_port]
-        change["collateral"] = sum(1 for p in others if not _same_boot(before[p], after[p]))
-        result["env_change"] = change
+        signature = f"s{env_i}-v2"
+        before = ask_all(stack.ports)
+        command = tool.change_env(env_i, signature)
+        if command is not None:
+            change = stack.timed_change(command, env_port, _serves(signature))
+            time.sleep(COLLATERAL_GRACE)
+            after = ask_all(stack.ports)
+            others = [p for p in stack.ports if p != env_port]
+            change["collateral"] = sum(1 for p in others if not _same_boot(before[p], after[p]))
+            result["env_changes"].append(change)
 
     time.sleep(IDLE_SETTLE)
     members = stack.members()
@@ -327,6 +336,14 @@ def boot_a(stack: Stack, rng: random.Random, idle_window: float) -> dict[str, An
     result["sigterm_exit_s"], result["sigterm_exit_code"] = exited, proc.returncode
     result["sigterm_survivors"] = _roles(stack.members())
     return result
+
+
+def _boot_is_not(boot: str) -> Callable[[Answer], bool]:
+    return lambda answer: answer.boot != boot
+
+
+def _serves(signature: str) -> Callable[[Answer], bool]:
+    return lambda answer: answer.signature == signature
 
 
 def boot_b(stack: Stack) -> dict[str, Any]:
