@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import threading
 import time
 import urllib.error
@@ -93,6 +94,50 @@ def test_set_restarts_exactly_the_units_injecting_the_key_and_returns_when_ready
     for name in ("alpha/price", "beta/trade", "beta/price", "math"):
         assert after[name]["pid"] == before[name]["pid"], name
     assert after["alpha/trade"]["restarts"] == 1
+
+
+def test_a_set_in_flight_when_the_supervisor_stops_is_answered_not_cut_off(
+    tmp_path: Path,
+) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+SIGNATURE = "alpha-v1"
+DELAY = "0"
+
+[processes.trade]
+per_model = true
+command = ["{PY}", "{SVC}", "--listen", "--delay", "${{model.DELAY}}"]
+port = "auto"
+inject = ["SIGNATURE"]
+ready = {{ tcp = "${{port}}", timeout = 60 }}
+""",
+    )
+    run = Run(path)
+    first = run.event("alpha/trade", "running", ready=True)
+    setter = subprocess.Popen(
+        [PY, "-m", "supervisor", "set", "alpha", "DELAY=30", "-c", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # The new instance is up but not ready (it listens only after 30 s): the set waits.
+        second = run.event("alpha/trade", "running", after=run.records.index(first) + 1)
+        assert second["pid"] != first["pid"]
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0
+        out, err = setter.communicate(timeout=30)
+    finally:
+        if setter.poll() is None:
+            setter.kill()
+            setter.wait()
+    assert setter.returncode == 1
+    assert "closed the connection" not in err
+    assert "rolled back: alpha/trade stopped (shutdown)" in out
+    assert "FAILED alpha/trade: stopped (shutdown)" in out
 
 
 def test_set_that_changes_nothing_returns_at_once_and_says_so(

@@ -135,12 +135,16 @@ async def serve_connection(
         except Exception as exc:
             error = ApiError(500, "internal", f"internal error: {exc!r}")
             response = Response(500, _error_body(error))
-        if isinstance(response.body, Raw):
-            await _send_raw(conn, stream, response, head_only=request.method == "HEAD")
-        elif response.stream is None:
-            await _send_json(conn, stream, response.status, response.body, response.headers)
-        else:
+        if response.stream is not None:
             await _send_stream(conn, stream, response)
+            return
+        # An answer once computed is delivered even if the supervisor stops meanwhile (a
+        # `set` whose change the shutdown rolled back learns so), within a bound.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SEND_TIMEOUT):
+            if isinstance(response.body, Raw):
+                await _send_raw(conn, stream, response, head_only=request.method == "HEAD")
+            else:
+                await _send_json(conn, stream, response.status, response.body, response.headers)
 
 
 async def _send_raw(
