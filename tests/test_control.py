@@ -134,6 +134,7 @@ ready = {{ tcp = "${{port}}", timeout = 60 }}
         if setter.poll() is None:
             setter.kill()
             setter.wait()
+        run.stop()  # already ended unless an assertion above failed
     assert setter.returncode == 1
     assert "closed the connection" not in err
     assert "rolled back: alpha/trade stopped (shutdown)" in out
