@@ -2,7 +2,9 @@
 
 Exit codes: 0 written (the report says what a target cannot keep); 2 the stack has errors
 or cannot be exported as it is (an unknown model, a published key in a template, a secret
-that would be written), each naming the file, key and value.
+that would be written, an existing key file that cannot be read), each naming the file,
+key and value. Exporting again over an earlier export keeps what the user filled in
+(`supervisor.export.keep`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.export.common import ExportPlan, OutputFile, check_no_secrets
+from supervisor.export.keep import merge_existing
 from supervisor.export.report import Report
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ def run_export(args: argparse.Namespace) -> int:
         loaded = load_stack(getattr(args, "config", None), os.environ)
         files, report, plan = _export(args, loaded)
         check_no_secrets({name: f.text for name, f in files.items()}, plan)
+        files, carried = merge_existing(args.output, files)
     except ConfigError as exc:
         print(f"supervise: {len(exc.problems)} error(s) in the stack:", file=sys.stderr)
         for problem in exc.problems:
@@ -44,7 +48,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.report is not None:
         args.report.write_text(report.to_json(sorted(files)))
     print(f"wrote {len(files)} file(s) to {args.output}", file=sys.stderr)
-    for line in report.lines():
+    for line in [*report.lines(), *carried.lines()]:
         print(line, file=sys.stderr)
     return EXIT_OK
 
