@@ -15,6 +15,7 @@ TYPE_CHECKING = False  # importing typing costs a client command 4 ms
 if TYPE_CHECKING:
     from typing import Any
 
+
 def seconds(text: str) -> float:
     """A positive, finite number of seconds: `nan`, `inf` and 0 are refused by name."""
     try:

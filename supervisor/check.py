@@ -111,9 +111,7 @@ def _runnable(name: str, unit: Unit, rendering: Rendering) -> list[str]:
             path = os.path.join(rendering.cwd, program)
             found = os.access(path, os.X_OK) and not os.path.isdir(path)
         else:
-            found = (
-                _which(program, path=rendering.environ.get("PATH", os.defpath)) is not None
-            )
+            found = _which(program, path=rendering.environ.get("PATH", os.defpath)) is not None
         if not found:
             warnings.append(f"{name}: command {program!r} is not found or not executable")
     return warnings

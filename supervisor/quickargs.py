@@ -26,6 +26,7 @@ class Parsed:
     def __repr__(self) -> str:
         return f"Parsed({self.__dict__!r})"
 
+
 # verb: (positionals, their minimum and maximum count (None: any), the options' defaults)
 # Options: a default of False is a flag; a list, an appending option; else it takes a value.
 _VERBS: dict[str, tuple[tuple[str, ...], int, int | None, dict[str, object]]] = {

@@ -124,7 +124,6 @@ class ProbeModel(_Strict):
         return value
 
 
-
 def _check_one_kind(probe: BaseModel) -> None:
     kinds = [k for k in PROBE_KINDS if getattr(probe, k)]
     if len(kinds) != 1:
@@ -183,7 +182,6 @@ class LivenessModel(_Strict):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value)
-
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
