@@ -75,6 +75,9 @@ class Zygote:
         self._forks: dict[int, Child] = {}  # request id → the child it forked
         self._pids: dict[int, anyio.Event] = {}  # request id → set when its pid is known
         self._pid_of: dict[int, int] = {}
+        # A child can end before its requester resumes to take it (a fast failure): its
+        # exit waits here, or it would be lost and the unit shown running for ever.
+        self._early_exits: dict[int, int] = {}
         self._next = 0
         self._lock = anyio.Lock()
 
@@ -171,6 +174,8 @@ class Zygote:
             if child is not None:
                 child.returncode = message["exit"]
                 child.exited.set()
+            elif ident in self._pid_of:  # forked, not yet taken by `fork()`
+                self._early_exits[ident] = message["exit"]
 
     def why_dead(self) -> str:
         """The zygote's last words, and a hint if it is a Python without the project."""
@@ -268,7 +273,12 @@ class Zygote:
         os.set_blocking(out_r, False)
         os.set_blocking(err_r, False)
         child = Child(pid, out_r, err_r)
-        self._forks[ident] = child
+        code = self._early_exits.pop(ident, None)
+        if code is None:
+            self._forks[ident] = child
+        else:
+            child.returncode = code
+            child.exited.set()
         return child
 
 
