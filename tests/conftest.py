@@ -56,6 +56,25 @@ def _reap_own_zombies() -> None:
             continue
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tests.helpers import Run
+
+    Run.started.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with what each supervisor it started said."""
+    from tests.helpers import Run
+
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for run in Run.started:
+            report.sections.append((f"supervise run -c {run.stack}", run.transcript()))
+
+
 @pytest.fixture(autouse=True)
 def orphan_net(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     token = uuid.uuid4().hex

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from supervisor.osproc import procfs
 
@@ -68,7 +68,11 @@ def pid_alive(pid: int) -> bool:
 
 
 class Run:
-    """A `supervise run` in the background."""
+    """A `supervise run` in the background. Every Run a test starts is kept in
+    `Run.started` (emptied before each test), so that a failing test's report shows
+    what its supervisors said (see `tests/conftest.py`)."""
+
+    started: ClassVar[list[Run]] = []
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class Run:
         )
         self.records: list[Record] = []
         self.stderr: list[str] = []
+        Run.started.append(self)
         self._cond = threading.Condition()
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
@@ -155,6 +160,12 @@ class Run:
                 if r.get("event") in ("failed", "backoff") or r.get("unit") == "supervise"
             ]
         return "\n".join([*odd[-20:], "stderr:", *self.stderr[-20:]])
+
+    def transcript(self, last: int = 60) -> str:
+        """The last records and stderr lines, for a failed test's report."""
+        with self._cond:
+            lines = [json.dumps(r) for r in self.records[-last:]]
+            return "\n".join([*lines, "stderr:", *self.stderr[-last:]])
 
     def _reading(self) -> bool:
         return any(t.is_alive() for t in self._threads)
