@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from supervisor.export.common import OutputFile
 FILL_IN = re.compile(r"# ([A-Za-z_][A-Za-z0-9_]*)=    <- ")  # what `key_file` writes
 KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 GENERATED_MARK = "supervise export"  # in the first lines of every generated file
+GENERATED_SUFFIXES = (".yaml", ".env", ".service", ".socket", ".target", ".path", ".conf")
 HEAD_BYTES = 512
 KEPT_HEADER = "# Kept from the earlier file: the stack no longer names these keys."
 
@@ -101,18 +103,23 @@ def _merge(name: str, text: str, old: Mapping[str, str], carried: Carried) -> st
 
 
 def _stale(directory: Path, files: Mapping[str, OutputFile]) -> list[str]:
-    if not directory.is_dir():
-        return []
+    """Files under `directory` that an earlier export generated and this one does not
+    write; hidden directories (`-o .`: the repository's .git, .venv) are not entered."""
     found = []
-    for path in sorted(directory.rglob("*")):
-        name = str(path.relative_to(directory))
-        if name in files or path.is_symlink() or not path.is_file():
-            continue
-        try:
-            with open(path, "rb") as file:
-                head = file.read(HEAD_BYTES)
-        except OSError:
-            continue
-        if GENERATED_MARK.encode() in b"\n".join(head.splitlines()[:3]):
-            found.append(name)
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for file in sorted(names):
+            path = Path(root, file)
+            name = str(path.relative_to(directory))
+            if name in files or file.startswith(".") or not file.endswith(GENERATED_SUFFIXES):
+                continue
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    head = handle.read(HEAD_BYTES)
+            except OSError:
+                continue
+            if GENERATED_MARK.encode() in b"\n".join(head.splitlines()[:3]):
+                found.append(name)
     return found
