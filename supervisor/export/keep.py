@@ -53,7 +53,7 @@ class Carried:
             )
         for name in self.stale:
             said.append(f"  left in place: {name}, from an earlier export (delete it if unused)")
-        return said
+        return ["over the earlier export:", *said] if said else []
 
 
 def merge_existing(
