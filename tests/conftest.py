@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import psutil
@@ -63,16 +63,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     Run.started.clear()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test's report ends with what each supervisor it started said."""
     from tests.helpers import Run
 
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
+    report = yield
     if report.failed:
         for run in Run.started:
             report.sections.append((f"supervise run -c {run.stack}", run.transcript()))
+    return report
 
 
 @pytest.fixture(autouse=True)

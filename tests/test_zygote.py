@@ -24,6 +24,7 @@ async def _fork_while_the_loop_is_busy() -> Child:
         PY, ["tests.children.warm.heavy"], zygote_environment({}, os.environ), str(ROOT), reaper
     )
     forked: list[Child] = []
+    taken = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(reaper.run)
         await tg.start(zygote.run)
@@ -34,6 +35,7 @@ async def _fork_while_the_loop_is_busy() -> Child:
             async def fork() -> None:
                 env = dict(os.environ)
                 forked.append(await zygote.fork("tests.children.warm.quick_exit", [], env, "."))
+                taken.set()
 
             tg.start_soon(fork)
             with anyio.fail_after(WAIT):
@@ -43,8 +45,7 @@ async def _fork_while_the_loop_is_busy() -> Child:
             # the child exits, and both answers wait in the socket to be read at once.
             time.sleep(0.5)  # noqa: ASYNC251  (blocking the loop is the point)
             with anyio.move_on_after(WAIT):
-                while not forked:
-                    await anyio.sleep(0.01)
+                await taken.wait()
                 await forked[0].exited.wait()
         finally:
             assert zygote.pid is not None

@@ -388,6 +388,9 @@ class OutputFile:
     private: bool = False
 
 
+FILL_IN = "=    <- "  # in a key file, between a commented key to fill in and its note
+
+
 def key_file(title: str, lines: Iterable[KeyLine]) -> OutputFile:
     """A key file in the SUPERVISE_ENV dialect; names without a value are comments."""
     body = [
@@ -397,7 +400,7 @@ def key_file(title: str, lines: Iterable[KeyLine]) -> OutputFile:
     ]
     for line in lines:
         if line.value is None:
-            body.append(f"# {line.key}=    <- {line.note or 'fill in'}")
+            body.append(f"# {line.key}{FILL_IN}{line.note or 'fill in'}")
         else:
             body.append(f"{line.key}={line.value}")
     return OutputFile("\n".join(body) + "\n", private=True)

@@ -16,15 +16,13 @@ Invariants:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.export.common import OutputFile
+from supervisor.config.spec import is_env_key
+from supervisor.export.common import FILL_IN, OutputFile
 
-FILL_IN = re.compile(r"# ([A-Za-z_][A-Za-z0-9_]*)=    <- ")  # what `key_file` writes
-KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 GENERATED_MARK = "supervise export"  # in the first lines of every generated file
 GENERATED_SUFFIXES = (".yaml", ".env", ".service", ".socket", ".target", ".path", ".conf")
 HEAD_BYTES = 512
@@ -81,16 +79,13 @@ def merge_existing(
 def _merge(name: str, text: str, old: Mapping[str, str], carried: Carried) -> str:
     lines, named = [], set()
     for line in text.splitlines():
-        fill = FILL_IN.match(line)
-        plain = KEY_LINE.match(line)
-        if fill is not None:
-            key = fill.group(1)
+        if line.startswith("# ") and FILL_IN in line:  # a key to fill in (see `key_file`)
+            key = line[2:].partition(FILL_IN)[0]
             named.add(key)
             if key in old:
                 line = f"{key}={old[key]}"
                 carried.kept.setdefault(name, []).append(key)
-        elif plain is not None:
-            key = plain.group(1)
+        elif is_env_key(key := line.partition("=")[0]):  # a key the stack sets
             named.add(key)
             if key in old and f"{key}={old[key]}" != line:
                 carried.replaced.setdefault(name, []).append(key)
