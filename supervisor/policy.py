@@ -115,6 +115,15 @@ def describe_exit(code: int | None) -> str:
     return f"exited {code}"
 
 
+def why_ended(ended: Ended) -> str:
+    """What ended an instance, in words: "exited 3", "killed by SIGKILL", a probe error."""
+    if ended.fatal:
+        return ended.fatal
+    if ended.exit_code == EX_CONFIG:
+        return ended.last_stderr or "exited 78: configuration error"
+    return ended.liveness or ended.probe_error or describe_exit(ended.exit_code)
+
+
 def after_exit(
     spec: Process,
     ended: Ended,
@@ -124,14 +133,12 @@ def after_exit(
 ) -> Next:
     """Decide what follows `ended`; a failure is recorded in `failures`."""
     code = ended.exit_code
-    if ended.fatal:
-        return GiveUp(ended.fatal)
-    if code == EX_CONFIG:
-        return GiveUp(ended.last_stderr or "exited 78: configuration error")
+    if ended.fatal or code == EX_CONFIG:
+        return GiveUp(why_ended(ended))
     if spec.oneshot and code == 0:
         return Exited(0)
     probe_failed = bool(ended.probe_error or ended.liveness)
-    why = ended.liveness or ended.probe_error or describe_exit(code)
+    why = why_ended(ended)
     again = should_restart(spec.restart, code, spec.oneshot) or (
         probe_failed and spec.restart != "never"
     )

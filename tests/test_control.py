@@ -733,30 +733,9 @@ ready = {{ log = "^listening" }}
         run.event("alpha/held", "running", ready=True)
         client = Client(str(tmp_path / ".supervise" / "control.sock"))
         port = client.status("alpha/held")["port"]
-        seen: list[tuple[float, str]] = []
-        failures: list[str] = []
-        stop = threading.Event()
-
-        def hammer() -> None:
-            while not stop.is_set():
-                try:
-                    reply = ask(port).split()
-                except OSError as exc:
-                    failures.append(repr(exc))
-                    return
-                if not reply:
-                    failures.append("empty answer")
-                    return
-                seen.append((time.time(), reply[1]))
-
-        thread = threading.Thread(target=hammer, daemon=True)
-        thread.start()
-        try:
-            overlapping_restarts(client, run, port, seen)
-        finally:
-            stop.set()
-            thread.join(30)
-        assert failures == []  # not one connection refused, reset or cut
+        with Hammer(port) as hammer:
+            overlapping_restarts(client, run, port, hammer.seen)
+        assert hammer.failures == []  # not one connection refused, reset or cut
     finally:
         assert run.stop() == 0
 
@@ -776,6 +755,108 @@ def overlapping_restarts(
         assert ask(port).split()[2] == value
         # While the new one took its 0.3 s to listen, the old one went on answering.
         assert any(pid == str(old) and t > float(spawned["ts"]) for t, pid in seen)
+
+
+def test_an_overlapping_restart_whose_new_instance_fails_leaves_the_old_one_serving(
+    tmp_path: Path,
+) -> None:
+    flag = tmp_path / "refuse"
+    script = (
+        f'if [ "$SIGNATURE" = bad ] || [ -e {flag} ]; then echo refusing >&2; exit 3; fi; '
+        f"exec {PY} {SVC} --listen --delay 0.3"
+    )
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+SIGNATURE = "v1"
+[processes.held]
+per_model = true
+command = ["sh", "-c", '{script}']
+port = "auto"
+socket = true
+overlap = true
+inject = ["SIGNATURE"]
+ready = {{ log = "^listening" }}
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/held", "running", ready=True)
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        old = client.status("alpha/held")["pid"]
+        port = client.status("alpha/held")["port"]
+        with Hammer(port) as hammer:
+            mark = len(run.records)
+            bad = cli("set", "alpha", "SIGNATURE=bad", "-c", str(path))
+            assert bad.returncode == 1, bad.stdout
+            assert "rolled back: alpha/held failed: the new instance ended before it was " in (
+                bad.stdout
+            )
+            assert f"(exited 3); the previous one, pid {old}, serves on" in bad.stdout
+            # The rollback found the old instance running with the old keys: no restart.
+            starts = [r for r in run.records[mark:] if r.get("event") == "starting"]
+            assert len(starts) == 1, starts
+            flag.touch()  # the same config, and a new instance that will not start
+            refused = cli("restart", "alpha/held", "-c", str(path))
+            assert refused.returncode == 1, refused.stdout
+            assert f"the previous one, pid {old}, serves on" in refused.stdout + refused.stderr
+            status = client.status()
+            assert status["models"]["alpha"]["state"] == "running", status["models"]
+            assert status["models"]["alpha"]["keys"]["SIGNATURE"] == "v1"
+            held = client.status("alpha/held")
+            assert (held["state"], held["pid"], held["ready"]) == ("running", old, True)
+            assert ask(port).split()[1:3] == [str(old), "v1"]
+            flag.unlink()
+            kept = cli("set", "alpha", "SIGNATURE=bad", "--no-rollback", "-c", str(path))
+            assert kept.returncode == 1, kept.stdout
+            assert f"the previous one, pid {old}, serves on" in kept.stdout
+            assert client.status()["models"]["alpha"]["keys"]["SIGNATURE"] == "bad"
+            assert client.status("alpha/held")["pid"] == old
+            assert ask(port).split()[2] == "v1"  # the keys it was started with
+            fixed = cli("set", "alpha", "SIGNATURE=v2", "-c", str(path))
+            assert fixed.returncode == 0, fixed.stdout
+            assert not os.path.exists(f"/proc/{old}")
+            assert ask(port).split()[2] == "v2"
+        # The old instance answered through both failures: no connection refused or cut.
+        assert hammer.failures == []
+        assert hammer.answered_by(str(old)) and hammer.answered_by(ask(port).split()[1])
+    finally:
+        assert run.stop() == 0
+
+
+class Hammer:
+    """A client connecting to `port` in a loop until the block ends; what answered."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.seen: list[tuple[float, str]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Hammer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reply = ask(self.port).split()
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                return
+            if not reply:
+                self.failures.append("empty answer")
+                return
+            self.seen.append((time.time(), reply[1]))
+
+    def answered_by(self, pid: str) -> bool:
+        return any(p == pid for _, p in self.seen)
 
 
 def test_overlap_needs_a_held_socket(tmp_path: Path) -> None:

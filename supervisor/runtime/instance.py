@@ -107,12 +107,18 @@ class Instance:
         self.beats = 0
         self.retired = False  # replaced by a newer instance (overlap): it speaks no more
         self.marker = record.marker  # its own: an overlapping successor has another
+        self.child: Child | None = None  # its leader, once spawned
 
     def retire(self) -> None:
         """Another instance speaks for the unit from now on; this one serves on until it
         is cancelled, without changing the unit's status."""
         self.retired = True
         self.to = _Quiet()
+
+    def reinstate(self, to: Transitions) -> None:
+        """Its successor failed: this instance speaks for the unit again."""
+        self.retired = False
+        self.to = to
 
     def __repr__(self) -> str:
         child = self.record.child
@@ -131,7 +137,7 @@ class Instance:
             if sock is not None:
                 await sock.aclose()
             return Ended(None, fatal=str(exc))
-        record.child = child
+        record.child = self.child = child
         self.to.spawned(child)
         swept = False  # what the leader left behind has been ended
         drained, stops = [], []

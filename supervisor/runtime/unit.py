@@ -25,7 +25,7 @@ import anyio.abc
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.osproc.spawn import Child
 from supervisor.plan import Rendering
-from supervisor.policy import Exited, FailureWindow, GiveUp, after_exit
+from supervisor.policy import Ended, Exited, FailureWindow, GiveUp, after_exit, why_ended
 from supervisor.runtime import gate
 from supervisor.runtime.gate import Verdict
 from supervisor.runtime.instance import Instance, InstanceHost
@@ -73,8 +73,9 @@ class Restart:
 @dataclass(frozen=True)
 class Replace:
     """Start a new instance with the current config, now: with `overlap`, the running
-    one serves until the new one is ready (or has failed) and is stopped then; else it
-    is stopped first. Never joins a restart in flight (that one may have old keys)."""
+    one serves until the new one is ready and is stopped then (if the new one ends
+    before it is ready, the old one serves on); else it is stopped first. Never joins a
+    restart in flight (that one may have old keys)."""
 
     waiter: Waiter | None = None
 
@@ -101,6 +102,17 @@ class Retire:
 
 
 Command = Start | Restart | Replace | Stop | Watch | Retire
+
+
+@dataclass(eq=False)
+class _Serving:
+    """Overlap: the instance that serves on while its successor starts, and its life."""
+
+    instance: Instance
+    life: anyio.CancelScope
+    done: anyio.Event
+    status: Status  # the unit's status when the successor was begun
+    successor: anyio.CancelScope | None = None  # the successor's life
 
 
 class UnitHost(InstanceHost, Protocol):
@@ -130,6 +142,7 @@ class UnitRunner:
         self._life_done = anyio.Event()
         self._life_done.set()
         self._instance: Instance | None = None  # the current life's instance, if spawned
+        self._serving: _Serving | None = None  # overlap: the old instance, serving on
         self._tg: anyio.abc.TaskGroup | None = None
         self._retired = False
 
@@ -249,28 +262,64 @@ class UnitRunner:
         assert self._tg is not None
         assert self._instance is not None
         assert self._life is not None
-        old_instance, old_life, old_done = self._instance, self._life, self._life_done
-        old_instance.retire()  # it serves on, but no longer speaks for the unit
+        serving = _Serving(self._instance, self._life, self._life_done, self.record.status)
+        serving.instance.retire()  # it serves on, but no longer speaks for the unit
         self.record.take_other_slot()  # its own marker: stopping one never stops the other
         settled = Waiter(self.record.name)
         self._life = None
         self._life_done = anyio.Event()
         self.failures.reset()
         self._begin(settled)
-        self._tg.start_soon(self._retire_after, settled, old_life, old_done, waiter)
+        serving.successor = self._life
+        self._serving = serving
+        self._tg.start_soon(self._retire_after, settled, serving, waiter)
 
     async def _retire_after(
-        self,
-        settled: Waiter,
-        old_life: anyio.CancelScope,
-        old_done: anyio.Event,
-        waiter: Waiter | None,
+        self, settled: Waiter, serving: _Serving, waiter: Waiter | None
     ) -> None:
         await settled.done.wait()
-        old_life.cancel()
-        await old_done.wait()
+        if self._serving is serving:
+            self._serving = None
+        if serving.instance.retired:  # the successor is ready, or the unit is stopping
+            serving.life.cancel()
+            await serving.done.wait()
         if waiter is not None and settled.verdict is not None:
             waiter.resolve(settled.verdict)
+
+    def _serve_on(self, life: anyio.CancelScope, ended: Ended) -> bool:
+        """Overlap: a successor that ended before it was ready hands the unit back to
+        the instance that served meanwhile, if that one still runs: its hand-off slot,
+        rendering and status come back, and the waiters learn why the new one failed.
+        Nothing reaches the failure domain: the unit never stopped serving."""
+        serving = self._serving
+        if serving is None or serving.successor is not life or ended.was_ready:
+            return False
+        self._serving = None
+        old, record = serving.instance, self.record
+        child = old.child
+        if (
+            child is None
+            or child.returncode is not None
+            or serving.done.is_set()
+            or life.cancel_called
+            or record.status.state not in (State.STARTING, State.RUNNING)
+        ):
+            return False
+        why = (
+            f"the new instance ended before it was ready ({why_ended(ended)}); "
+            f"the previous one, pid {child.pid}, serves on"
+        )
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.resolve(Verdict(False, why))
+        record.take_other_slot()
+        record.child, record.rendering = child, old.rendering
+        old.reinstate(self)
+        self._instance, self._life, self._life_done = old, serving.life, serving.done
+        self.failures.reset()
+        self.host.observed(record, why)
+        self._set(State.RUNNING, pid=child.pid, ready=True, since=serving.status.since)
+        return True
 
     def _begin(self, waiter: Waiter | None = None) -> None:
         assert self._tg is not None, "the unit's task is not running"
@@ -303,7 +352,7 @@ class UnitRunner:
         try:
             with scope:
                 try:
-                    await self._life_loop()
+                    await self._life_loop(scope)
                 except Exception as exc:  # a bug must not take other units with it
                     self.host.note(f"{self.record.name}: internal error: {exc!r}")
                     state = self.record.status.state
@@ -314,7 +363,7 @@ class UnitRunner:
         finally:
             done.set()
 
-    async def _life_loop(self) -> None:
+    async def _life_loop(self, life: anyio.CancelScope) -> None:
         record = self.record
         while True:
             rendering = await self._gate()
@@ -329,6 +378,8 @@ class UnitRunner:
                 if self._instance is instance:
                     self._instance = None
             if instance.retired:  # replaced: the next instance speaks for the unit now
+                return
+            if self._serve_on(life, ended):  # the instance it was to replace serves on
                 return
             spec = record.unit.spec
             self.failures.limit, self.failures.window = spec.max_failures, spec.failure_window
