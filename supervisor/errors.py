@@ -65,7 +65,15 @@ class ControlError(SuperviseError):
     to their own codes (HTTP statuses live in the routes, not here)."""
 
     KINDS = frozenset(
-        {"bad_request", "forbidden", "not_found", "conflict", "invalid", "invalid_config"}
+        {
+            "bad_request",
+            "forbidden",
+            "not_found",
+            "conflict",
+            "invalid",
+            "invalid_config",
+            "unavailable",
+        }
     )
 
     def __init__(self, kind: str, message: str) -> None:

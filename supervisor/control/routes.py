@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import anyio
+
 from supervisor.config.spec import check_regex
 from supervisor.control.authority import Caller, identify
 from supervisor.control.http import ApiError, Request, Response
@@ -43,6 +45,7 @@ STATUS_OF_KIND = {
     "conflict": 409,
     "invalid": 422,
     "invalid_config": 422,
+    "unavailable": 503,
 }
 
 Handler = Callable[["ControlApi", Request, Caller, dict[str, str]], Awaitable[Response]]
@@ -75,7 +78,9 @@ class ControlApi:
             if route.operator_only and not caller.operator:
                 _forbid(caller, route.operator_only.format(**params))
             try:
-                return await route.handler(self, request, caller, params)
+                if request.method == "GET":
+                    return await route.handler(self, request, caller, params)
+                return await self._unless_shutdown(route.handler, request, caller, params)
             except ControlError as exc:
                 raise ApiError(STATUS_OF_KIND[exc.kind], exc.kind, exc.message) from exc
         if not path.startswith("/v1/"):
@@ -83,6 +88,42 @@ class ControlApi:
         raise ApiError(404, "not_found", f"no such endpoint {request.method} {request.path!r}")
 
     # -------------------------------------------------------------- handlers
+
+    async def _unless_shutdown(
+        self, handler: Handler, request: Request, caller: Caller, params: dict[str, str]
+    ) -> Response:
+        """Run a change; one under way when the stack begins to stop (or asked after
+        that) is answered 503 with why, at once: its units stop with the stack, and what
+        it waited for will not come."""
+        answer: Response | None = None
+        error: Exception | None = None
+        if not self.plane.shutdown_reason():
+            async with anyio.create_task_group() as tg:
+
+                async def change() -> None:
+                    nonlocal answer, error
+                    try:
+                        answer = await handler(self, request, caller, params)
+                    except Exception as exc:  # raised as itself, not in a group
+                        error = exc
+                    tg.cancel_scope.cancel()
+
+                async def shutdown() -> None:
+                    await self.plane.until_shutdown()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(change)
+                tg.start_soon(shutdown)
+        if error is not None:
+            raise error
+        if answer is not None:
+            return answer
+        why = self.plane.shutdown_reason()
+        raise ControlError(
+            "unavailable",
+            f"the stack is shutting down ({why}): {request.method} {request.path} was not "
+            "completed",
+        )
 
     async def status(self, request: Request, caller: Caller, _: dict[str, str]) -> Response:
         return Response(body=status_document(self.plane, full=caller.operator))

@@ -346,6 +346,12 @@ class LiveConfig:
     async def reload(self, *, timeout: float = DEFAULT_WAIT) -> ReloadResult:
         return await self.reloader.reload(timeout)
 
+    def shutdown_reason(self) -> str:
+        return self.sv.ending_reason if self.sv.ending else ""
+
+    async def until_shutdown(self) -> None:
+        await self.sv.until_ending()
+
 
 def _to_start(records: list[UnitRecord]) -> list[UnitRecord]:
     """What starting a model starts: its stopped and failed units (completed oneshots

@@ -32,7 +32,7 @@ async def handle_signals(
                 sv.force()
             else:
                 sv.note(f"{NAMES[signum]}: stopping the stack")
-                sv.end(EXIT_OK)
+                sv.end(EXIT_OK, f"it received {NAMES[signum]}")
 
 
 async def _reload(live: LiveConfig) -> None:

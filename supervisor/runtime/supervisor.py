@@ -102,6 +102,7 @@ class Supervisor:
         self.ports = PortBook()
         self.phase = Phase.RUNNING
         self.exit_code = EXIT_OK
+        self.ending_reason = ""  # why the stack stops, once it does (see `end`)
         self.socket_path = str(loaded.resolve_path(settings_value(loaded, "control_socket") or ""))
         self.registry_link = registry_entry(loaded.file)
         self.events = Broadcaster[Event | ModelEvent | ToolsEvent](EVENT_BACKLOG)
@@ -175,23 +176,29 @@ class Supervisor:
             self.printer.close()
         return self.exit_code
 
-    def end(self, code: int) -> None:
-        """Stop the stack (gracefully) and make `run` return `code`."""
+    def end(self, code: int, why: str) -> None:
+        """Stop the stack (gracefully) and make `run` return `code`; `why` is what a
+        request cut short by the shutdown is told."""
         assert self._end is not None
         if not self._end.is_set():
-            self.exit_code = code
+            self.exit_code, self.ending_reason = code, why
             self._end.set()
 
     @property
     def ending(self) -> bool:
         return self._end is not None and self._end.is_set()
 
+    async def until_ending(self) -> None:
+        """Return once the stack has begun to stop."""
+        assert self._end is not None, "the supervisor is not running"
+        await self._end.wait()
+
     def force(self) -> None:
         """Kill every unit's tree at once (second Ctrl-C, or the shutdown budget spent)."""
         self.phase = Phase.FORCED
         self.exit_code = EXIT_FORCED
         self.forced.set()
-        self.end(EXIT_FORCED)
+        self.end(EXIT_FORCED, "every unit was killed")
 
     async def _shutdown(self) -> None:
         if self.phase is Phase.RUNNING:
@@ -213,7 +220,7 @@ class Supervisor:
             return
         if all(gate.finished(r.status) for r in self.records.values()):
             self.note("every unit has finished")
-            self.end(EXIT_OK)
+            self.end(EXIT_OK, "every unit has finished")
 
     def add_units(self, units: Iterable[Unit], *, start: bool = True) -> list[UnitRecord]:
         """Register units (their ports assigned) and start their tasks."""
@@ -383,7 +390,8 @@ class Supervisor:
         if action == "stop-stack":
             self.note(f"{record.name} is required and failed: stopping the stack")
             # A Procfile's run exits with the failed process's own code, as honcho's does.
-            self.end(_exit_code_of(record.status) if self.loaded.is_procfile else EXIT_UNIT_FAILED)
+            code = _exit_code_of(record.status) if self.loaded.is_procfile else EXIT_UNIT_FAILED
+            self.end(code, f"{record.name} is required and failed")
         elif action == "stop-model" and record.model is not None:
             self.fail_model(record.model, f"{record.name} failed: {record.status.reason}")
 
@@ -425,7 +433,7 @@ class Supervisor:
             self._unit_failed(record)
         if self.exit_on_end and new.state in (State.EXITED, State.FAILED):
             self.note(f"{record.name} ended: stopping the stack (--exit-on-end)")
-            self.end(_exit_code_of(new))
+            self.end(_exit_code_of(new), f"{record.name} ended (--exit-on-end)")
         self._check_end()
 
     def emit(self, line: LogRecord) -> None:
