@@ -797,6 +797,8 @@ ready = {{ log = "^listening" }}
             )
             assert f"(exited 3); the previous one, pid {old}, serves on" in bad.stdout
             # The rollback found the old instance running with the old keys: no restart.
+            back = run.event("alpha/held", "running", ready=True, after=mark)
+            assert back["pid"] == old
             starts = [r for r in run.records[mark:] if r.get("event") == "starting"]
             assert len(starts) == 1, starts
             flag.touch()  # the same config, and a new instance that will not start
