@@ -112,7 +112,8 @@ class Reloader:
                 self.last_ok, self.last_ok_at = True, time.time()
             self._unmark(marked)
         changes = [f"{k}: {', '.join(v)}" for k, v in _lists(result).items() if v]
-        sv.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
+        if not result.rolled_back:  # a rollback said so when it began
+            sv.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
         if not changes and not result.message:
             result = ReloadResult(message="reloaded: nothing changed")
         return result
