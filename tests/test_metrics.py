@@ -197,3 +197,31 @@ def test_a_refused_reload_shows_as_an_unsuccessful_last_reload(
     assert (last_reload()[1] or 0) >= 1
     run.stack.write_text(good)
     wait_until(lambda: last_reload()[0] == 1.0, "last reload successful again")
+
+
+def test_http_serve_keeps_a_public_port_to_the_health_checks_and_a_reload_widens_it(
+    tmp_path: Path,
+) -> None:
+    body = f"""
+[processes.web]
+command = ["{PY}", "{SVC}"]
+"""
+    path = write_stack(
+        tmp_path, '[supervise]\nhttp = "127.0.0.1:0"\nhttp_serve = ["health"]\n' + body
+    )
+    run = Run(path)
+    try:
+        run.event("web", "running", ready=True)
+        base = health_base(run)
+        assert get(base + "/healthz")[0] == 200
+        assert get(base + "/readyz")[0] == 200
+        for hidden in ("/status", "/metrics", "/", "/logs?unit=web", "/why?unit=web"):
+            status, _, text = get(base + hidden)
+            assert status == 404, (hidden, status)
+            assert "is not served on this port ([supervise] http_serve = ['health'])" in text
+        path.write_text('[supervise]\nhttp = "127.0.0.1:0"\n' + body)
+        assert cli("reload", "-c", str(path)).returncode == 0
+        assert get(base + "/status")[0] == 200  # the same port, serving everything again
+        assert get(base + "/metrics")[0] == 200
+    finally:
+        assert run.stop() == 0

@@ -47,9 +47,11 @@ from supervisor.config.spec import (
     DEFAULT_START_SECONDS,
     DEFAULT_STOP_TIMEOUT,
     ENV_KEY_RULE,
+    HTTP_VIEWS,
     NAME_RULE,
     PROBE_KINDS,
     Condition,
+    HttpView,
     check_regex,
     is_env_key,
     is_process_name,
@@ -316,6 +318,9 @@ class SettingsModel(_Strict):
     shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
     control_socket: str = DEFAULT_CONTROL_SOCKET
     http: str | None = None
+    # What the `http` port serves (spec.HTTP_VIEWS); on a public port, ["health"] keeps
+    # the status page, logs and metrics to the control socket.
+    http_serve: list[HttpView] = Field(default_factory=lambda: list(HTTP_VIEWS))
     env_files: list[str] | None = None
     log_format: Literal["text", "json"] = "text"
     coalesce: float = Field(DEFAULT_COALESCE, ge=0)
@@ -335,6 +340,21 @@ class SettingsModel(_Strict):
     log_dir: str | None = None
     log_max_size: ByteSize = DEFAULT_LOG_MAX_SIZE
     log_backups: int = Field(DEFAULT_LOG_BACKUPS, ge=0)
+
+    @field_validator("http_serve")
+    @classmethod
+    def _serves_health(cls, value: list[str]) -> list[str]:
+        if "health" not in value:
+            raise ValueError(
+                'must include "health": /healthz and /readyz are what the port is for '
+                "(the platform's health check)"
+            )
+        if "page" in value and "status" not in value:
+            raise ValueError('"page" needs "status": the page reads /status')
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice")
+        return value
 
     @field_validator("http")
     @classmethod

@@ -54,6 +54,10 @@ DEFAULT_LIVE_FAILURES = 3  # consecutive failed liveness attempts that restart a
 DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024  # a log file is rotated before it grows past this
 DEFAULT_LOG_BACKUPS = 5  # rotated log files kept beside the current one
 DEFAULT_CONTROL_SOCKET = ".supervise/control.sock"
+# What the read-only `http` port can serve: "health" (/healthz, /readyz), "status"
+# (/status), "metrics" (/metrics), "page" (the status page at / with its /logs and /why).
+HttpView = Literal["health", "status", "metrics", "page"]
+HTTP_VIEWS: tuple[HttpView, ...] = ("health", "status", "metrics", "page")
 
 
 def is_safe_name(value: str) -> bool:
@@ -214,6 +218,7 @@ class Settings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     control_socket: str = DEFAULT_CONTROL_SOCKET
     http: str | None = None
+    http_serve: list[HttpView] = field(default_factory=lambda: list(HTTP_VIEWS))
     env_files: list[str] | None = None
     log_format: Literal["text", "json"] = "text"
     coalesce: float = DEFAULT_COALESCE

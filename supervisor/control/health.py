@@ -16,6 +16,16 @@ from supervisor.control.status import readiness, status_document
 from supervisor.control.why import explain
 from supervisor.errors import ControlError
 
+# Which `http_serve` entry each path belongs to (spec.HTTP_VIEWS).
+VIEW_OF_PATH = {
+    "/healthz": "health",
+    "/readyz": "health",
+    "/status": "status",
+    "/metrics": "metrics",
+    "/": "page",
+    "/logs": "page",
+    "/why": "page",
+}
 PAGE_LINES = 200  # at most this many of a unit's last lines for the page
 HTML = "text/html; charset=utf-8"
 # The page loads nothing from elsewhere, and the browser is told to hold it to that.
@@ -44,6 +54,15 @@ class HealthApi:
                 405,
                 "method_not_allowed",
                 "this port is read-only; changes go through the control socket",
+            )
+        view = VIEW_OF_PATH.get(request.path)
+        served = self.plane.http_views()
+        if view is not None and view not in served:
+            raise ApiError(
+                404,
+                "not_found",
+                f"{request.path} is not served on this port ([supervise] http_serve = "
+                f"{list(served)}); `supervise status`, `logs` and `why` have it",
             )
         if request.path == "/healthz":
             return Response(body={"status": "ok", "time": time.time()})

@@ -8,7 +8,7 @@ port are written against this module only, so neither side imports the other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -192,6 +192,10 @@ class ControlPlane(Protocol):
     async def restart(self, name: str, *, timeout: float = DEFAULT_WAIT) -> UnitResult: ...
 
     async def reload(self, *, timeout: float = DEFAULT_WAIT) -> ReloadResult: ...
+
+    def http_views(self) -> Sequence[str]:
+        """What the read-only `http` port serves now (`[supervise] http_serve`)."""
+        ...
 
     def shutdown_reason(self) -> str:
         """Why the stack is stopping ("it received SIGTERM"); "" while it runs."""

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from supervisor.config.spec import validate_key, validate_model
+from supervisor.config.spec import HttpView, validate_key, validate_model
 from supervisor.control.plane import (
     DEFAULT_WAIT,
     ChangeResult,
@@ -345,6 +345,9 @@ class LiveConfig:
 
     async def reload(self, *, timeout: float = DEFAULT_WAIT) -> ReloadResult:
         return await self.reloader.reload(timeout)
+
+    def http_views(self) -> list[HttpView]:
+        return self.sv.loaded.stack.supervise.http_serve
 
     def shutdown_reason(self) -> str:
         return self.sv.ending_reason if self.sv.ending else ""
