@@ -44,10 +44,12 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             State.FAILED,
         }
     ),
-    # RUNNING -> STARTING: an overlapping restart (the old instance serves meanwhile).
+    # RUNNING -> STARTING: an overlapping restart (the old instance serves meanwhile);
+    # RUNNING -> PENDING: its successor waits in its gate (a key unset, a dependency down).
     State.RUNNING: frozenset(
         {
             State.RUNNING,
+            State.PENDING,
             State.STARTING,
             State.STOPPING,
             State.STOPPED,

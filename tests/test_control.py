@@ -829,6 +829,42 @@ ready = {{ log = "^listening" }}
         assert run.stop() == 0
 
 
+def test_an_overlapping_restart_that_must_wait_for_a_key_waits_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+MARKET = "us"
+[processes.held]
+per_model = true
+command = ["{PY}", "{SVC}", "--listen"]
+port = "auto"
+socket = true
+overlap = true
+inject = ["DAY"]
+ready = {{ log = "^listening" }}
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/held", "pending")
+        first = cli("set", "alpha", "DAY=1", "-c", str(path))  # a key set at run time
+        assert first.returncode == 0, first.stdout
+        old = run.event("alpha/held", "running", ready=True)["pid"]
+        gone = cli("set", "alpha", "--unset", "DAY", "--no-rollback", "-c", str(path))
+        assert gone.returncode == 1, gone.stdout
+        assert "FAILED alpha/held: pending: waiting for alpha DAY" in gone.stdout, gone.stdout
+        assert "internal error" not in run.transcript()
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), "the old instance stopped")
+        back = cli("set", "alpha", "DAY=2", "-c", str(path))
+        assert back.returncode == 0, back.stdout
+        assert "restarted: alpha/held" in back.stdout
+    finally:
+        assert run.stop() == 0
+
+
 class Hammer:
     """A client connecting to `port` in a loop until the block ends; what answered."""
 

@@ -113,6 +113,7 @@ class _Serving:
     done: anyio.Event
     status: Status  # the unit's status when the successor was begun
     successor: anyio.CancelScope | None = None  # the successor's life
+    handed_back: bool = False  # the successor failed and this instance serves on
 
 
 class UnitHost(InstanceHost, Protocol):
@@ -280,7 +281,9 @@ class UnitRunner:
         await settled.done.wait()
         if self._serving is serving:
             self._serving = None
-        if serving.instance.retired:  # the successor is ready, or the unit is stopping
+        # The successor is ready, or the unit is stopping. Tested by the flag, not by
+        # `retired`: an instance handed back may already be retired by the next overlap.
+        if not serving.handed_back:
             serving.life.cancel()
             await serving.done.wait()
         if waiter is not None and settled.verdict is not None:
@@ -301,6 +304,7 @@ class UnitRunner:
             child is None
             or child.returncode is not None
             or serving.done.is_set()
+            or serving.life.cancel_called
             or life.cancel_called
             or record.status.state not in (State.STARTING, State.RUNNING)
         ):
@@ -312,6 +316,7 @@ class UnitRunner:
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             waiter.resolve(Verdict(False, why))
+        serving.handed_back = True
         record.take_other_slot()
         record.child, record.rendering = child, old.rendering
         old.reinstate(self)
