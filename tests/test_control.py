@@ -712,24 +712,32 @@ stop_timeout = 1
         assert run.stop() == 0
 
 
-def test_an_overlapping_restart_serves_throughout_and_returns_once_the_old_one_is_gone(
-    tmp_path: Path,
-) -> None:
-    path = write_stack(
+def held_stack(
+    tmp_path: Path, command: str, *, keys: str = 'SIGNATURE = "v1"', inject: str = "SIGNATURE"
+) -> Path:
+    """Model alpha's one server (`command`, a TOML array) on a held socket, restarted by
+    overlap, ready once it prints "listening"."""
+    return write_stack(
         tmp_path,
         f"""
 [models.alpha]
-SIGNATURE = "v1"
+{keys}
 [processes.held]
 per_model = true
-command = ["{PY}", "{SVC}", "--listen", "--delay", "0.3"]
+command = {command}
 port = "auto"
 socket = true
 overlap = true
-inject = ["SIGNATURE"]
+inject = ["{inject}"]
 ready = {{ log = "^listening" }}
 """,
     )
+
+
+def test_an_overlapping_restart_serves_throughout_and_returns_once_the_old_one_is_gone(
+    tmp_path: Path,
+) -> None:
+    path = held_stack(tmp_path, f'["{PY}", "{SVC}", "--listen", "--delay", "0.3"]')
     run = Run(path)
     try:
         run.event("alpha/held", "running", ready=True)
@@ -767,21 +775,7 @@ def test_an_overlapping_restart_whose_new_instance_fails_leaves_the_old_one_serv
         f'if [ "$SIGNATURE" = bad ] || [ -e {flag} ]; then echo refusing >&2; exit 3; fi; '
         f"exec {PY} {SVC} --listen --delay 0.3"
     )
-    path = write_stack(
-        tmp_path,
-        f"""
-[models.alpha]
-SIGNATURE = "v1"
-[processes.held]
-per_model = true
-command = ["sh", "-c", '{script}']
-port = "auto"
-socket = true
-overlap = true
-inject = ["SIGNATURE"]
-ready = {{ log = "^listening" }}
-""",
-    )
+    path = held_stack(tmp_path, f'["sh", "-c", \'{script}\']')
     run = Run(path)
     try:
         run.event("alpha/held", "running", ready=True)
@@ -832,20 +826,8 @@ ready = {{ log = "^listening" }}
 def test_an_overlapping_restart_that_must_wait_for_a_key_waits_instead_of_failing(
     tmp_path: Path,
 ) -> None:
-    path = write_stack(
-        tmp_path,
-        f"""
-[models.alpha]
-MARKET = "us"
-[processes.held]
-per_model = true
-command = ["{PY}", "{SVC}", "--listen"]
-port = "auto"
-socket = true
-overlap = true
-inject = ["DAY"]
-ready = {{ log = "^listening" }}
-""",
+    path = held_stack(
+        tmp_path, f'["{PY}", "{SVC}", "--listen"]', keys='MARKET = "us"', inject="DAY"
     )
     run = Run(path)
     try:

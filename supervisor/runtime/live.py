@@ -350,7 +350,7 @@ class LiveConfig:
         return self.sv.loaded.stack.supervise.http_serve
 
     def shutdown_reason(self) -> str:
-        return self.sv.ending_reason if self.sv.ending else ""
+        return self.sv.ending_reason  # "" until `end` says why
 
     async def until_shutdown(self) -> None:
         await self.sv.until_ending()
