@@ -96,6 +96,57 @@ def test_set_restarts_exactly_the_units_injecting_the_key_and_returns_when_ready
     assert after["alpha/trade"]["restarts"] == 1
 
 
+def test_a_rollback_in_flight_when_the_supervisor_stops_ends_cleanly(tmp_path: Path) -> None:
+    # v2 fails at once; the rollback's v1 instance then takes 30 s to listen (the flag),
+    # and SIGTERM comes during that rollback: a clean stop, no model failure, no trace.
+    flag = tmp_path / "slow"
+    script = (
+        f'if [ "$SIGNATURE" = v2 ]; then exit 3; fi; '
+        f"if [ -e {flag} ]; then exec {PY} {SVC} --listen --delay 30; fi; "
+        f"exec {PY} {SVC} --listen"
+    )
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+SIGNATURE = "v1"
+[processes.trade]
+per_model = true
+command = ["sh", "-c", '{script}']
+port = "auto"
+inject = ["SIGNATURE"]
+ready = {{ tcp = "${{port}}", timeout = 60 }}
+""",
+    )
+    run = Run(path)
+    setter = None
+    try:
+        run.event("alpha/trade", "running", ready=True)
+        flag.touch()
+        mark = len(run.records)
+        setter = subprocess.Popen(
+            [PY, "-m", "supervisor", "set", "alpha", "SIGNATURE=v2", "-c", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        note = run.line("supervise", "rolling back model alpha")
+        assert run.records.index(note) > mark
+        run.event("alpha/trade", "running", after=run.records.index(note))
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0
+        setter.communicate(timeout=30)
+    finally:
+        if setter is not None and setter.poll() is None:
+            setter.kill()
+            setter.wait()
+        run.stop()  # already ended unless an assertion above failed
+    transcript = run.transcript()
+    assert "Traceback" not in transcript and "Error" not in transcript, transcript
+    assert "model alpha failed" not in transcript
+
+
 def test_a_set_in_flight_when_the_supervisor_stops_is_answered_not_cut_off(
     tmp_path: Path,
 ) -> None:
@@ -843,6 +894,68 @@ def test_an_overlapping_restart_that_must_wait_for_a_key_waits_instead_of_failin
         back = cli("set", "alpha", "DAY=2", "-c", str(path))
         assert back.returncode == 0, back.stdout
         assert "restarted: alpha/held" in back.stdout
+    finally:
+        assert run.stop() == 0
+
+
+def test_an_overlapping_set_that_times_out_rolls_back_to_the_instance_still_serving(
+    tmp_path: Path,
+) -> None:
+    script = (
+        f'if [ "$SIGNATURE" = v1 ]; then exec {PY} {SVC} --listen; fi; '
+        f"exec {PY} {SVC} --listen --delay 30"
+    )
+    path = held_stack(tmp_path, f'["sh", "-c", \'{script}\']')
+    run = Run(path)
+    try:
+        old = run.event("alpha/held", "running", ready=True)["pid"]
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        port = client.status("alpha/held")["port"]
+        with Hammer(port) as hammer:
+            mark = len(run.records)
+            slow = cli("set", "alpha", "SIGNATURE=v2", "--timeout", "1", "-c", str(path))
+            assert slow.returncode == 1, slow.stdout
+            assert "rolled back: alpha/held not ready within 1 s" in slow.stdout, slow.stdout
+            new = run.event("alpha/held", "running", after=mark)["pid"]
+            assert not os.path.exists(f"/proc/{new}")  # the successor that never listened
+            held = client.status("alpha/held")
+            assert (held["state"], held["pid"], held["ready"]) == ("running", old, True)
+            assert client.status()["models"]["alpha"]["keys"]["SIGNATURE"] == "v1"
+            assert ask(port).split()[1:3] == [str(old), "v1"]
+            starts = [r for r in run.records[mark:] if r.get("event") == "starting"]
+            assert len(starts) == 1, starts  # the rollback started nothing: v1 serves on
+        assert hammer.failures == []  # served throughout: the old one was never stopped
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_stop_during_an_overlapping_restart_returns_once_both_instances_are_gone(
+    tmp_path: Path,
+) -> None:
+    # The first instance is slow to stop (it ignores SIGTERM until stop_timeout), its
+    # successor slow to listen: a stop between the two is answered only when both went.
+    script = (
+        f'if [ "$SIGNATURE" = v1 ]; then exec {PY} {SVC} --listen --ignore-term; fi; '
+        f"exec {PY} {SVC} --listen --delay 30"
+    )
+    path = held_stack(tmp_path, f'["sh", "-c", \'{script}\']')
+    path.write_text(path.read_text() + "stop_timeout = 1\n")
+    run = Run(path)
+    try:
+        old = run.event("alpha/held", "running", ready=True)["pid"]
+        mark = len(run.records)
+        queued = cli("set", "alpha", "SIGNATURE=v2", "--no-wait", "-c", str(path))
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+        new = run.event("alpha/held", "running", after=mark)["pid"]
+        assert new != old and os.path.exists(f"/proc/{old}")  # both alive: the overlap
+        stopped = cli("stop", "alpha/held", "-c", str(path))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        for pid in (old, new):
+            assert not os.path.exists(f"/proc/{pid}"), f"stop returned with pid {pid} alive"
+        assert (
+            Client(str(tmp_path / ".supervise" / "control.sock")).status("alpha/held")["state"]
+            == "stopped"
+        )
     finally:
         assert run.stop() == 0
 

@@ -42,6 +42,7 @@ class Change:
     rollback: bool = True
     timeout: float = DEFAULT_WAIT
     applied: anyio.Event = field(default_factory=anyio.Event)  # restarts are under way
+    rolling_back: anyio.Event = field(default_factory=anyio.Event)  # a unit failed: undoing
     done: anyio.Event = field(default_factory=anyio.Event)
     changed: tuple[str, ...] = ()
     restarted: tuple[str, ...] = ()
@@ -96,27 +97,29 @@ def affected(sv: Supervisor, records: Iterable[UnitRecord]) -> Affected:
     return Affected(tuple(restart), tuple(watch))
 
 
-def overlapping(records: Iterable[UnitRecord]) -> list[UnitRecord]:
-    """Units that restart by overlap (`overlap = true`, serving now): never stopped first."""
-    return [
-        r
-        for r in records
-        if r.unit.spec.overlap and r.status.state is State.RUNNING and r.status.ready
-    ]
+def overlapping(sv: Supervisor, records: Iterable[UnitRecord]) -> list[UnitRecord]:
+    """Units that restart by overlap (`overlap = true`, serving now or being replaced so):
+    never stopped first."""
+    return [r for r in records if r.name in sv.runners and sv.runners[r.name].overlapping]
 
 
-async def stop_for_restart(sv: Supervisor, records: Iterable[UnitRecord], why: str) -> None:
-    """Stop what restarts by stopping (dependents first); overlapping units serve on."""
+async def stop_for_restart(
+    sv: Supervisor, records: Iterable[UnitRecord], why: str
+) -> list[UnitRecord]:
+    """Stop what restarts by stopping (dependents first); the overlapping units serve
+    on, and are returned: `restart_stopped` replaces them."""
     chosen = list(records)
-    swap = overlapping(chosen)
+    swap = overlapping(sv, chosen)
     await sv.stop_units([r for r in chosen if r not in swap], StopReason.CHANGE, why)
+    return swap
 
 
-def restart_stopped(sv: Supervisor, records: Iterable[UnitRecord]) -> list[Waiter]:
-    """Start what `stop_for_restart` stopped, and replace the overlapping ones."""
-    chosen = list(records)
-    swap = overlapping(chosen)
-    return sv.send(swap, Replace) + sv.start_units([r for r in chosen if r not in swap])
+def restart_stopped(
+    sv: Supervisor, records: Iterable[UnitRecord], swap: Iterable[UnitRecord]
+) -> list[Waiter]:
+    """Start what `stop_for_restart` stopped, and replace the ones it left serving."""
+    swap = list(swap)
+    return sv.send(swap, Replace) + sv.start_units([r for r in records if r not in swap])
 
 
 async def restart_and_wait(
@@ -126,8 +129,8 @@ async def restart_and_wait(
     `targets.watch`; {unit: reason} for those that did not make it."""
     if targets.restart:
         sv.note(f"restarting {', '.join(r.name for r in targets.restart)} ({why})")
-    await stop_for_restart(sv, targets.restart, f"restarting: {why}")
-    waiters = restart_stopped(sv, targets.restart) + sv.watch_units(targets.watch)
+    swap = await stop_for_restart(sv, targets.restart, f"restarting: {why}")
+    waiters = restart_stopped(sv, targets.restart, swap) + sv.watch_units(targets.watch)
     return await wait_all(sv, waiters, timeout)
 
 
@@ -214,13 +217,13 @@ class Changes:
         restart, watch = list(targets.restart), list(targets.watch)
         if restart:
             sv.note(f"restarting {', '.join(r.name for r in restart)} (rendering changed)")
-        await stop_for_restart(sv, restart, "restarting: rendering changed")
+        swap = await stop_for_restart(sv, restart, "restarting: rendering changed")
         while queue.pending:  # came while those stopped: one restart for all of them
             more, queue.pending = queue.pending, []
             self._take(model, more)
             batch.extend(more)
             extra = affected(sv, [r for r in sv.of_model(model) if r not in (*restart, *watch)])
-            await stop_for_restart(sv, extra.restart, "restarting: rendering changed")
+            swap += await stop_for_restart(sv, extra.restart, "restarting: rendering changed")
             restart += extra.restart
             watch += extra.watch
         changed = _changed(before, sv.keys.keys(model))
@@ -230,10 +233,12 @@ class Changes:
             change.applied.set()
         rollback = any(c.rollback for c in batch if c.set or c.unset)
         timeout = max(c.timeout for c in batch)
-        waiters = restart_stopped(sv, restart) + sv.watch_units(watch)
+        waiters = restart_stopped(sv, restart, swap) + sv.watch_units(watch)
         failed = await wait_all(sv, waiters, timeout)
         result = ChangeResult(model, changed, names, failed)
         if failed and rollback:
+            for change in batch:
+                change.rolling_back.set()
             result = await self._roll_back(model, snapshot, result, timeout)
         if sv.domains.get(model, status).state is ModelState.CHANGING:
             sv.set_model(model, ModelState.RUNNING)

@@ -217,6 +217,10 @@ class LiveConfig:
             return change.result or ChangeResult(model, change.changed, change.restarted)
         with anyio.move_on_after(timeout):
             await change.done.wait()
+        if change.rolling_back.is_set():  # judged within the same window: say how it ended
+            grace = max((r.unit.spec.stop_timeout for r in self.sv.of_model(model)), default=0)
+            with anyio.move_on_after(timeout + grace):
+                await change.done.wait()
         if change.result is not None:
             return change.result
         failed = {}

@@ -362,7 +362,10 @@ class Supervisor:
             )
 
     def fail_model(self, model: str, reason: str) -> None:
-        """The model's units stop (reverse dependency order); the model is failed."""
+        """The model's units stop (reverse dependency order); the model is failed. Not
+        while the stack stops: its units are being stopped already, and nothing failed."""
+        if self.phase is not Phase.RUNNING:
+            return
         self.set_model(model, ModelState.STOPPING, reason)
         self.note(f"model {model} failed: stopping its units; other models keep running")
         self.start_soon(self._stop_failed_model, model, reason)

@@ -152,10 +152,14 @@ class UnitRunner:
 
     def send(self, command: Command) -> None:
         """Queue a command; one sent after the unit was retired is answered at once."""
-        if self._retired:
-            _abandon(command, f"{self.record.name} was removed from the stack")
-            return
-        self._send.send_nowait(command)
+        if not self._retired:
+            try:
+                self._send.send_nowait(command)
+                return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                _abandon(command, f"{self.record.name} has stopped with the stack")
+                return
+        _abandon(command, f"{self.record.name} was removed from the stack")
 
     @property
     def alive(self) -> bool:
@@ -218,7 +222,7 @@ class UnitRunner:
         elif isinstance(command, Replace):
             if self._can_overlap():
                 self._overlap(command.waiter)
-            else:
+            elif not await self._hand_back_if_current(command.waiter):
                 await self._restart_now(command.waiter)
         elif isinstance(command, Restart):
             if self.alive and self.waiters:  # a restart is in flight: share its outcome
@@ -247,6 +251,15 @@ class UnitRunner:
         self.failures.reset()
         self.waiters = carried
         self._begin(waiter)
+        if self._serving is not None and not self._serving.handed_back:
+            self._serving.successor = self._life  # the one it hands back to if this fails
+
+    @property
+    def overlapping(self) -> bool:
+        """A restart replaces the serving instance without stopping it first: it is
+        ready (`overlap = true`), or is already being replaced that way."""
+        serving = self._serving
+        return self._can_overlap() or (serving is not None and not serving.handed_back)
 
     def _can_overlap(self) -> bool:
         status = self.record.status
@@ -298,24 +311,64 @@ class UnitRunner:
         if serving is None or serving.successor is not life or ended.was_ready:
             return False
         self._serving = None
-        old, record = serving.instance, self.record
-        child = old.child
-        if (
-            child is None
-            or child.returncode is not None
-            or serving.done.is_set()
-            or serving.life.cancel_called
-            or life.cancel_called
-            or record.status.state not in (State.STARTING, State.RUNNING)
-        ):
+        if life.cancel_called or not _serves(serving, self.record):
             return False
+        pid = _pid(serving)
         why = (
             f"the new instance ended before it was ready ({why_ended(ended)}); "
-            f"the previous one, pid {child.pid}, serves on"
+            f"the previous one, pid {pid}, serves on"
         )
+        self._hand_back(serving, why, Verdict(False, why))
+        return True
+
+    async def _hand_back_if_current(self, waiter: Waiter | None) -> bool:
+        """Overlap: asked to replace the unit while a successor starts, with the config
+        the serving instance already has (a rollback, or a change undone): the
+        successor goes and the serving instance speaks for the unit again, never
+        stopped. False if there is no such instance to hand back to."""
+        serving, record = self._serving, self.record
+        if serving is None or serving.handed_back or not _serves(serving, record):
+            return False
+        record.take_other_slot()  # rendered as for the serving instance, in its slot
+        try:
+            current = self.host.render(record) == serving.instance.rendering
+        except (MissingModelKey, UnresolvedReference):
+            current = False
+        finally:
+            record.take_other_slot()
+        if not current:
+            return False
+        self._serving = None
+        serving.handed_back = True  # from now on its `_retire_after` leaves it running
+        if self._instance is not None:
+            self._instance.retire()  # the successor's stop is not the unit's
+        await self._end_life()
+        pid = _pid(serving)
+        if not _serves(serving, record):  # it ended while the successor was stopped
+            serving.life.cancel()
+            await serving.done.wait()
+            await self._restart_now(waiter)
+            return True
+        why = f"the previous instance, pid {pid}, has this config and serves on"
+        if waiter is not None:
+            self.waiters.append(waiter)
+        self._hand_back(serving, why, Verdict(False, f"superseded: {why}"), keep=waiter)
+        return True
+
+    def _hand_back(
+        self, serving: _Serving, why: str, others: Verdict, keep: Waiter | None = None
+    ) -> None:
+        """Make the serving instance the unit's again; every waiter but `keep` (answered
+        by the transition to ready) learns `others`."""
+        old, record = serving.instance, self.record
+        child = old.child
+        assert child is not None
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
-            waiter.resolve(Verdict(False, why))
+            if waiter is not keep:
+                waiter.resolve(others)
+        if keep is not None:
+            self.waiters.append(keep)
         serving.handed_back = True
         record.take_other_slot()
         record.child, record.rendering = child, old.rendering
@@ -324,7 +377,6 @@ class UnitRunner:
         self.failures.reset()
         self.host.observed(record, why)
         self._set(State.RUNNING, pid=child.pid, ready=True, since=serving.status.since)
-        return True
 
     def _begin(self, waiter: Waiter | None = None) -> None:
         assert self._tg is not None, "the unit's task is not running"
@@ -342,7 +394,13 @@ class UnitRunner:
 
     async def _stop(self, reason: StopReason, text: str) -> None:
         waiting, self.waiters = self.waiters, []  # the teardown does not settle them
+        serving, self._serving = self._serving, None
         await self._end_life()
+        if serving is not None and not serving.handed_back:
+            # Overlap: the instance serving while its successor started goes too, before
+            # the stop is answered (its own `_retire_after` would stop it only later).
+            serving.life.cancel()
+            await serving.done.wait()
         status = self.record.status
         if status.state in (State.STARTING, State.RUNNING):  # it ended as it was stopped
             self._set(State.STOPPING, pid=status.pid)
@@ -455,6 +513,24 @@ class UnitRunner:
             waiters, self.waiters = self.waiters, []
             for waiter in waiters:
                 waiter.resolve(verdict)
+
+
+def _pid(serving: _Serving) -> int | None:
+    child = serving.instance.child
+    return child.pid if child is not None else None
+
+
+def _serves(serving: _Serving, record: UnitRecord) -> bool:
+    """The instance serving through an overlap still runs, and may be handed back to."""
+    child = serving.instance.child
+    return (
+        child is not None
+        and child.returncode is None
+        and not serving.done.is_set()
+        and not serving.life.cancel_called
+        and not serving.instance.liveness  # failed its liveness probe: it is stopping
+        and record.status.state in (State.STARTING, State.RUNNING)
+    )
 
 
 def _abandon(command: Command, why: str) -> None:
