@@ -26,10 +26,10 @@ import anyio
 from supervisor.control.plane import DEFAULT_WAIT, ChangeResult
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.runtime import gate
+from supervisor.runtime.commands import Replace, Waiter
 from supervisor.runtime.keys import KeyLayers
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.supervisor import Supervisor
-from supervisor.runtime.unit import Replace, Waiter
 from supervisor.state import ModelState, State, StopReason
 
 

@@ -42,10 +42,10 @@ from supervisor.errors import ControlError, InvalidValue
 from supervisor.observe import ToolsEvent
 from supervisor.plan import expand
 from supervisor.runtime.changes import Change, Changes, wait_all
+from supervisor.runtime.commands import Restart
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.reload import Reloader
 from supervisor.runtime.supervisor import Supervisor
-from supervisor.runtime.unit import Restart
 from supervisor.secrets import Redactor
 from supervisor.state import Event, ModelEvent, ModelState, ModelStatus, State, StopReason
 

@@ -51,11 +51,12 @@ from supervisor.output.printer import Printer
 from supervisor.plan import RenderContext, Rendering, Unit, expand, levels, render
 from supervisor.policy import failure_action
 from supervisor.runtime import gate
+from supervisor.runtime.commands import Command, Retire, Start, Stop, Waiter, Watch
 from supervisor.runtime.events import EVENT_BACKLOG, LOG_BACKLOG, Broadcaster
 from supervisor.runtime.gate import Verdict
 from supervisor.runtime.keys import ModelKeys
 from supervisor.runtime.record import UnitRecord, slotted
-from supervisor.runtime.unit import Command, Retire, Start, Stop, UnitRunner, Waiter, Watch
+from supervisor.runtime.unit import UnitRunner
 from supervisor.state import (
     Blocker,
     Event,

@@ -1,6 +1,6 @@
 """One unit, one task: a unit's whole life in the stack runs in `UnitRunner.run`, which
-takes commands (`Start`, `Restart`, `Stop`, `Watch`, `Retire`) from its inbox and is the
-only writer of the unit's status.
+takes commands (`runtime.commands`) from its inbox and is the only writer of the unit's
+status.
 
 A *life* is the loop gate → instance → policy → backoff → gate …, run in a cancel scope
 of the runner's; stopping means cancelling that scope, and the instance's shielded
@@ -9,14 +9,17 @@ teardown ends the process tree before the life is over.
 Callers wait through a `Waiter` handed over with the command: it is answered by the
 runner on the transition that settles it — ready, completed, failed, ended before ready,
 stopped, or pending on something that will not change by itself — never by polling.
-Concurrent restarts join the waiters of the one in flight: never two live instances.
+Concurrent restarts join the waiters of the one in flight: never two live instances,
+but during an overlap (`overlap = true`): the old instance serves until its successor is
+ready, or serves on (handed back) if the successor ends first, is rolled back or is not
+wanted; a stop answers only when both are gone.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -27,6 +30,17 @@ from supervisor.osproc.spawn import Child
 from supervisor.plan import Rendering
 from supervisor.policy import Ended, Exited, FailureWindow, GiveUp, after_exit, why_ended
 from supervisor.runtime import gate
+from supervisor.runtime.commands import (
+    Command,
+    Replace,
+    Restart,
+    Retire,
+    Start,
+    Stop,
+    Waiter,
+    Watch,
+    abandon,
+)
 from supervisor.runtime.gate import Verdict
 from supervisor.runtime.instance import Instance, InstanceHost
 from supervisor.runtime.record import UnitRecord
@@ -40,68 +54,6 @@ from supervisor.state import (
     StopReason,
     advance,
 )
-
-
-@dataclass(eq=False)
-class Waiter:
-    """A caller's wait for one unit's next settled outcome."""
-
-    unit: str
-    done: anyio.Event = field(default_factory=anyio.Event)
-    verdict: Verdict | None = None
-
-    def resolve(self, verdict: Verdict) -> None:
-        if self.verdict is None:
-            self.verdict = verdict
-            self.done.set()
-
-
-@dataclass(frozen=True)
-class Start:
-    """Start the unit unless it has a life; a no-op is answered as such."""
-
-    waiter: Waiter | None = None
-
-
-@dataclass(frozen=True)
-class Restart:
-    """Stop the current instance (if any) and start afresh; joins one in flight."""
-
-    waiter: Waiter | None = None
-
-
-@dataclass(frozen=True)
-class Replace:
-    """Start a new instance with the current config, now: with `overlap`, the running
-    one serves until the new one is ready and is stopped then (if the new one ends
-    before it is ready, the old one serves on); else it is stopped first. Never joins a
-    restart in flight (that one may have old keys)."""
-
-    waiter: Waiter | None = None
-
-
-@dataclass(frozen=True)
-class Stop:
-    reason: StopReason
-    text: str = ""
-    done: anyio.Event | None = None
-
-
-@dataclass(frozen=True)
-class Watch:
-    """Answer `waiter` with the current life's outcome (at once if it has settled)."""
-
-    waiter: Waiter
-
-
-@dataclass(frozen=True)
-class Retire:
-    """Stop for good: the unit leaves the stack."""
-
-    done: anyio.Event
-
-
-Command = Start | Restart | Replace | Stop | Watch | Retire
 
 
 @dataclass(eq=False)
@@ -157,9 +109,9 @@ class UnitRunner:
                 self._send.send_nowait(command)
                 return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                _abandon(command, f"{self.record.name} has stopped with the stack")
+                abandon(command, f"{self.record.name} has stopped with the stack")
                 return
-        _abandon(command, f"{self.record.name} was removed from the stack")
+        abandon(command, f"{self.record.name} was removed from the stack")
 
     @property
     def alive(self) -> bool:
@@ -183,11 +135,11 @@ class UnitRunner:
                         await self._handle(command)
                     except Exception as exc:  # a bug must not take other units with it
                         self.host.note(f"{self.record.name}: internal error: {exc!r}")
-                        _abandon(command, f"internal error: {exc!r}")
+                        abandon(command, f"internal error: {exc!r}")
                 while True:  # what came in after the retirement: answered, never lost
                     try:
                         gone = f"{self.record.name} was removed from the stack"
-                        _abandon(self._receive.receive_nowait(), gone)
+                        abandon(self._receive.receive_nowait(), gone)
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
             tg.cancel_scope.cancel()
@@ -531,12 +483,3 @@ def _serves(serving: _Serving, record: UnitRecord) -> bool:
         and not serving.instance.liveness  # failed its liveness probe: it is stopping
         and record.status.state in (State.STARTING, State.RUNNING)
     )
-
-
-def _abandon(command: Command, why: str) -> None:
-    """Answer a command that will not be carried out, with why."""
-    if isinstance(command, Stop | Retire):
-        if command.done is not None:
-            command.done.set()
-    elif command.waiter is not None:
-        command.waiter.resolve(Verdict(False, why))
