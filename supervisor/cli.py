@@ -243,7 +243,9 @@ def _client_command(args: argparse.Namespace) -> int:
     try:
         stack = _stack_path(args)
         if stack is not None:
-            socket_path, how = client.socket_from_stack_file(stack)
+            from supervisor.socket_registry import socket_from_stack_file
+
+            socket_path, how = socket_from_stack_file(stack)
             api = client.Client(socket_path, how=how)
         else:
             api = client.Client()

@@ -7,12 +7,16 @@ import it. Inside a unit, `Client()` finds the socket through `SUPERVISE_SOCKET`
     Client().set("alpha", {"TODAY_DATE": "2025-10-02"})   # returns once servers are ready
 
 `AsyncClient` offers the same calls for async code (each call runs in a worker thread).
+
+This module holds the calls and the HTTP exchange; finding a stack file's socket is
+`supervisor.socket_registry`, `AsyncClient` is `supervisor.client_async`. Both are
+imported only when first needed (a client inside a unit, given `SUPERVISE_SOCKET`, loads
+neither), and their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 
 from supervisor import jsonwire  # json.loads/dumps without importing re
 
@@ -22,8 +26,14 @@ if TYPE_CHECKING:  # collections.abc imports collections: 3 ms a client command
     from socket import socket
     from typing import Any
 
+    from supervisor.client_async import AsyncClient as AsyncClient
+    from supervisor.socket_registry import DEFAULT_SOCKET as DEFAULT_SOCKET
+    from supervisor.socket_registry import ensure_registry_dir as ensure_registry_dir
+    from supervisor.socket_registry import registry_dir as registry_dir
+    from supervisor.socket_registry import registry_entry as registry_entry
+    from supervisor.socket_registry import socket_from_stack_file as socket_from_stack_file
+
 SOCKET_VARIABLE = "SUPERVISE_SOCKET"
-DEFAULT_SOCKET = ".supervise/control.sock"
 DEFAULT_WAIT = 60.0  # the server's default for a waiting call
 TIMEOUT_MARGIN = 30.0  # a socket waits this much longer than the server's own deadline
 
@@ -53,69 +63,6 @@ class NoSupervisorError(ClientError):
     """Nothing answers on the socket."""
 
 
-def registry_dir() -> str:
-    """Where running supervisors register their socket by stack file (per user)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return os.path.join(runtime, "supervise")
-    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"supervise-{os.getuid()}")
-
-
-def registry_entry(stack_file: str | os.PathLike[str]) -> str | None:
-    """The registry entry of a stack file: a symlink to its supervisor's socket."""
-    from supervisor.digest import sha256_hex
-
-    resolved = os.path.realpath(stack_file)
-    digest = sha256_hex(resolved.encode(errors="surrogateescape"))[:32]
-    return os.path.join(registry_dir(), f"{digest}.sock")
-
-
-def ensure_registry_dir(directory: str | os.PathLike[str]) -> bool:
-    """Create the registry directory (0700) or check it is ours and private; a directory
-    someone else could write to is never trusted."""
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        info = os.lstat(directory)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
-
-
-_CONTROL_SOCKET = r"""^\s*control_socket\s*=\s*(?:"([^"\n]*)"|'([^'\n]*)')"""
-
-
-def socket_from_stack_file(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """The control socket of the supervisor running `path`, and how it was found: the
-    registry entry a running supervisor made for this file, else the file's
-    `control_socket` (read leniently: a file that does not parse is searched for the
-    line), else the default next to the file."""
-    path = os.fspath(path)
-    entry = registry_entry(path)
-    if entry is not None and ensure_registry_dir(os.path.dirname(entry)):
-        try:
-            return os.readlink(entry), f"the supervisor running {path}"
-        except OSError:
-            pass
-    value, how = DEFAULT_SOCKET, f"the default socket of {path}"
-    text = ""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError):
-        pass
-    if path.endswith(".toml") and text:
-        import re
-
-        found = re.search(_CONTROL_SOCKET, text, re.M)
-        if found is not None:
-            value = found.group(1) if found.group(1) is not None else found.group(2)
-            how = f"control_socket in {path}"
-    socket_path = os.path.expanduser(os.path.expandvars(value))
-    if not os.path.isabs(socket_path):
-        socket_path = os.path.join(os.path.dirname(os.path.abspath(path)), socket_path)
-    return socket_path, how
-
-
 def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, str]:
     """The control socket to use, and how it was found."""
     if explicit is not None:
@@ -125,6 +72,7 @@ def find_socket(explicit: str | os.PathLike[str] | None = None) -> tuple[str, st
         return from_env, SOCKET_VARIABLE
 
     from supervisor.config.locate import find_stack_file
+    from supervisor.socket_registry import DEFAULT_SOCKET, socket_from_stack_file
 
     found = find_stack_file(os.getcwd())
     if found is not None:
@@ -370,57 +318,26 @@ class Client:
         return self._call("GET", f"/v1/why/{quote(unit)}")
 
 
-class AsyncClient:
-    """The same calls for async code; each runs in a worker thread (anyio)."""
+_REGISTRY_NAMES = frozenset(
+    {
+        "DEFAULT_SOCKET",
+        "ensure_registry_dir",
+        "registry_dir",
+        "registry_entry",
+        "socket_from_stack_file",
+    }
+)
 
-    def __init__(self, socket: str | os.PathLike[str] | None = None) -> None:
-        self._client = Client(socket)
 
-    async def _run(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        import functools
+def __getattr__(name: str) -> Any:
+    """The names that moved to the modules split from this one, imported on first use so
+    that a client command pays only for what it calls (PEP 562)."""
+    if name == "AsyncClient":
+        from supervisor.client_async import AsyncClient
 
-        import anyio.to_thread
+        return AsyncClient
+    if name in _REGISTRY_NAMES:
+        from supervisor import socket_registry
 
-        call = functools.partial(getattr(self._client, method), *args, **kwargs)
-        result: dict[str, Any] = await anyio.to_thread.run_sync(call)
-        return result
-
-    async def status(self, unit: str | None = None) -> dict[str, Any]:
-        return await self._run("status", unit)
-
-    async def set(
-        self,
-        model: str,
-        keys: Mapping[str, str],
-        *,
-        unset: Sequence[str] = (),
-        wait: bool = True,
-        timeout: float | None = None,
-        rollback: bool = True,
-    ) -> dict[str, Any]:
-        return await self._run(
-            "set", model, keys, unset=unset, wait=wait, timeout=timeout, rollback=rollback
-        )
-
-    async def launch(
-        self, model: str, keys: Mapping[str, str] | None = None, *, timeout: float | None = None
-    ) -> dict[str, Any]:
-        return await self._run("launch", model, keys, timeout=timeout)
-
-    async def drop(self, model: str) -> dict[str, Any]:
-        return await self._run("drop", model)
-
-    async def start(self, unit: str, timeout: float | None = None) -> dict[str, Any]:
-        return await self._run("start", unit, timeout)
-
-    async def stop(self, unit: str) -> dict[str, Any]:
-        return await self._run("stop", unit)
-
-    async def restart(self, unit: str, timeout: float | None = None) -> dict[str, Any]:
-        return await self._run("restart", unit, timeout)
-
-    async def reload(self, timeout: float | None = None) -> dict[str, Any]:
-        return await self._run("reload", timeout)
-
-    async def why(self, unit: str) -> dict[str, Any]:
-        return await self._run("why", unit)
+        return getattr(socket_registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

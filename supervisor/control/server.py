@@ -17,12 +17,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from supervisor.client import ensure_registry_dir
 from supervisor.control.health import HealthApi
 from supervisor.control.http import Limits, serve
 from supervisor.control.plane import ControlPlane
 from supervisor.control.routes import ControlApi
 from supervisor.errors import ConfigError, Problem
+from supervisor.socket_registry import ensure_registry_dir
 
 
 def peer_pid(stream: Any) -> int | None:
