@@ -4,56 +4,43 @@ Unknown keys are errors everywhere (`extra="forbid"`); nothing is coerced silent
 numbers given where an environment value (a string) is expected. Rules that need more
 than one table (dependency names, cycles) live in `supervisor.plan`. A validated stack
 is handed on as the plain values of `supervisor.config.spec` (`to_spec`): only this
-module and the loader import pydantic.
+module, its parts and the loader import pydantic.
+
+Its parts: the strict base and shared field types are `supervisor.config.model_fields`,
+the `ready` and `live` probe tables `supervisor.config.model_probes`; this module holds
+the process, settings and stack tables and their hand-off as plain values.
 """
 
 from __future__ import annotations
 
-import re
 import signal
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from supervisor.config import spec
 from supervisor.config.interpolate import TemplateSyntaxError, references
+from supervisor.config.model_fields import ByteSize, EnvKey, EnvValue, StrictModel
+from supervisor.config.model_probes import LivenessModel, ProbeModel
 from supervisor.config.spec import (
     DEFAULT_BACKOFF_INITIAL,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_COALESCE,
     DEFAULT_CONTROL_SOCKET,
     DEFAULT_FAILURE_WINDOW,
-    DEFAULT_LIVE_FAILURES,
-    DEFAULT_LIVE_INTERVAL,
-    DEFAULT_LIVE_TIMEOUT,
     DEFAULT_LOG_BACKUPS,
     DEFAULT_LOG_LINES,
     DEFAULT_LOG_MAX_SIZE,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_FAILURES,
-    DEFAULT_PROBE_INTERVAL,
-    DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_PROBE_WITHIN,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_START_SECONDS,
     DEFAULT_STOP_TIMEOUT,
-    ENV_KEY_RULE,
     HTTP_VIEWS,
     NAME_RULE,
-    PROBE_KINDS,
     Condition,
     HttpView,
-    check_regex,
-    is_env_key,
     is_process_name,
     is_safe_name,
     port_number,
@@ -63,148 +50,7 @@ from supervisor.config.spec import (
 from supervisor.errors import InvalidValue
 
 
-def _scalar_to_str(value: object) -> object:
-    # TOML numbers are fine as environment values; booleans and tables are not.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
-
-
-def _env_key(value: str) -> str:
-    if not is_env_key(value):
-        raise ValueError(f"{value!r} is not {ENV_KEY_RULE}")
-    return value
-
-
-EnvKey = Annotated[str, AfterValidator(_env_key)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProbeModel(_Strict):
-    """How a unit proves it is ready; exactly one kind per probe."""
-
-    tcp: Annotated[str, BeforeValidator(_scalar_to_str)] | None = None
-    http: str | None = None
-    exec: str | list[str] | None = None
-    log: str | None = None
-    notify: bool | None = None
-    mcp: str | None = None  # an MCP `initialize` + `tools/list` over streamable HTTP
-    interval: float = Field(DEFAULT_PROBE_INTERVAL, gt=0)
-    timeout: float = Field(DEFAULT_PROBE_TIMEOUT, gt=0)
-    within: float = Field(DEFAULT_PROBE_WITHIN, gt=0)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ProbeModel:
-        _check_one_kind(self)
-        return self
-
-    @field_validator("mcp")
-    @classmethod
-    def _mcp_url(cls, value: str | None) -> str | None:
-        return _check_url(value)
-
-    @field_validator("log")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_regex(value)
-        return value
-
-    @field_validator("exec")
-    @classmethod
-    def _exec_splits(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, str):
-            split_command(value)
-        return value
-
-
-def _check_one_kind(probe: BaseModel) -> None:
-    kinds = [k for k in PROBE_KINDS if getattr(probe, k)]
-    if len(kinds) != 1:
-        raise ValueError(
-            f"a probe needs exactly one of {', '.join(PROBE_KINDS)}"
-            + (f" (got {', '.join(kinds)})" if kinds else "")
-        )
-
-
-def _check_url(value: str | None) -> str | None:
-    """An http:// URL (the probes speak plain HTTP to loopback), its `${...}` well formed."""
-    if value is None:
-        return value
-    try:
-        list(references(value))
-    except TemplateSyntaxError as exc:
-        raise ValueError(str(exc)) from exc
-    if not value.startswith("http://"):
-        raise ValueError(f"only http:// URLs are probed, got {value!r}")
-    return value
-
-
-class LivenessModel(_Strict):
-    """How a ready unit keeps proving that it serves (`live = {...}`, the Kubernetes
-    livenessProbe): one probe kind, tried every `interval` once the unit is ready, each
-    attempt bounded by `timeout`; `failures` consecutive failed attempts restart the unit
-    (only it) with the reason "liveness: ...". `mcp` sends an MCP `ping`; `log` passes
-    when a line matched since the previous attempt, `notify` when a `WATCHDOG=1` came."""
-
-    tcp: Annotated[str, BeforeValidator(_scalar_to_str)] | None = None
-    http: str | None = None
-    exec: str | list[str] | None = None
-    log: str | None = None
-    notify: bool | None = None
-    mcp: str | None = None
-    interval: float = Field(DEFAULT_LIVE_INTERVAL, gt=0)
-    timeout: float = Field(DEFAULT_LIVE_TIMEOUT, gt=0)
-    failures: int = Field(DEFAULT_LIVE_FAILURES, ge=1)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> LivenessModel:
-        _check_one_kind(self)
-        return self
-
-    @field_validator("log")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
-        return value
-
-    @field_validator("http", "mcp")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_url(value)
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-
-def _byte_size(value: object) -> object:
-    """`10485760`, "10MiB", "10M", "512KB": a size in bytes (K, M, G are powers of 1024)."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match is None:
-            raise ValueError(f'expected a size like 10485760 or "10MiB", got {value!r}')
-        unit = (match.group(2) or "").upper()[:1]
-        return int(float(match.group(1)) * _SIZE_UNITS[unit])
-    return value
-
-
-ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=1)]
-
-
-class ProcessModel(_Strict):
+class ProcessModel(StrictModel):
     """One `[processes.NAME]` table."""
 
     command: str | list[str]
@@ -312,7 +158,7 @@ class ProcessModel(_Strict):
         return self
 
 
-class SettingsModel(_Strict):
+class SettingsModel(StrictModel):
     """The `[supervise]` table."""
 
     shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
@@ -367,7 +213,7 @@ class SettingsModel(_Strict):
         return value
 
 
-class StackModel(_Strict):
+class StackModel(StrictModel):
     """A whole stack file."""
 
     supervise: SettingsModel = Field(default_factory=lambda: SettingsModel.model_validate({}))
