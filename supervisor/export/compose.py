@@ -24,14 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import (
-    ExportPlan,
-    ExportUnit,
-    OutputFile,
-    build_plan,
-    duration,
-    key_file,
-)
+from supervisor.export.build import build_plan
+from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, duration, key_file
 from supervisor.export.emit_yaml import dump
 from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report, report_container_losses

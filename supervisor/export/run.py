@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supervisor.export.common import ExportPlan, OutputFile, check_no_secrets
+from supervisor.export.common import ExportPlan, OutputFile
 from supervisor.export.keep import merge_existing
+from supervisor.export.leaks import check_no_secrets
 from supervisor.export.report import Report
 
 if TYPE_CHECKING:

@@ -27,14 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import (
-    ExportPlan,
-    ExportUnit,
-    OutputFile,
-    build_plan,
-    duration,
-    key_file,
-)
+from supervisor.export.build import build_plan
+from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, duration, key_file
 from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.config.load import load_stack
-from supervisor.export.common import build_plan, check_no_secrets
+from supervisor.export.build import build_plan
+from supervisor.export.leaks import check_no_secrets
 from tests.export.exports import SUPERVISE, export, reference_stack
 from tests.export.validators import (
     compose_validate,

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from supervisor.config.load import load_stack
-from supervisor.export.common import OutputFile, build_plan, check_no_secrets
+from supervisor.export.build import build_plan
+from supervisor.export.common import OutputFile
+from supervisor.export.leaks import check_no_secrets
 from tests.export.exports import SUPERVISE, export
 from tests.export.validators import (
     compose_validate,

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from supervisor.config.load import LoadedStack
-from supervisor.export.common import ExportPlan, OutputFile, build_plan, key_file
+from supervisor.export.build import build_plan
+from supervisor.export.common import ExportPlan, OutputFile, key_file
 from supervisor.export.emit_yaml import dump, dump_all
 from supervisor.export.kubernetes.embedded import embedded_deployment
 from supervisor.export.kubernetes.losses import report_embedded, report_native
