@@ -11,7 +11,7 @@ import it. Inside a unit, `Client()` finds the socket through `SUPERVISE_SOCKET`
 This module holds the calls and the HTTP exchange; finding a stack file's socket is
 `supervisor.socket_registry`, `AsyncClient` is `supervisor.client_async`. Both are
 imported only when first needed (a client inside a unit, given `SUPERVISE_SOCKET`, loads
-neither), and their names stay importable from here.
+neither); `from supervisor.client import AsyncClient` still works.
 """
 
 from __future__ import annotations
@@ -27,11 +27,6 @@ if TYPE_CHECKING:  # collections.abc imports collections: 3 ms a client command
     from typing import Any
 
     from supervisor.client_async import AsyncClient as AsyncClient
-    from supervisor.socket_registry import DEFAULT_SOCKET as DEFAULT_SOCKET
-    from supervisor.socket_registry import ensure_registry_dir as ensure_registry_dir
-    from supervisor.socket_registry import registry_dir as registry_dir
-    from supervisor.socket_registry import registry_entry as registry_entry
-    from supervisor.socket_registry import socket_from_stack_file as socket_from_stack_file
 
 SOCKET_VARIABLE = "SUPERVISE_SOCKET"
 DEFAULT_WAIT = 60.0  # the server's default for a waiting call
@@ -318,26 +313,11 @@ class Client:
         return self._call("GET", f"/v1/why/{quote(unit)}")
 
 
-_REGISTRY_NAMES = frozenset(
-    {
-        "DEFAULT_SOCKET",
-        "ensure_registry_dir",
-        "registry_dir",
-        "registry_entry",
-        "socket_from_stack_file",
-    }
-)
-
-
 def __getattr__(name: str) -> Any:
-    """The names that moved to the modules split from this one, imported on first use so
-    that a client command pays only for what it calls (PEP 562)."""
+    """`AsyncClient`, imported on first use so that a client command pays only for what
+    it calls (PEP 562)."""
     if name == "AsyncClient":
         from supervisor.client_async import AsyncClient
 
         return AsyncClient
-    if name in _REGISTRY_NAMES:
-        from supervisor import socket_registry
-
-        return getattr(socket_registry, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,7 +33,6 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from supervisor.client import registry_entry
 from supervisor.config.handoff import read_published
 from supervisor.config.load import EVERYTHING, LoadedStack, Selection, settings_value
 from supervisor.control.plane import Counters, LogRecord
@@ -57,6 +56,7 @@ from supervisor.runtime.gate import Verdict
 from supervisor.runtime.keys import ModelKeys
 from supervisor.runtime.record import UnitRecord, slotted
 from supervisor.runtime.unit import UnitRunner
+from supervisor.socket_registry import registry_entry
 from supervisor.state import (
     Blocker,
     Event,
