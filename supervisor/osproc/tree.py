@@ -191,6 +191,26 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+# Units whose group a level's stop has signalled already (leader → the leader as it was,
+# the signal): their own `stop_tree` does not signal them again. Many servers (uvicorn,
+# Node, Go) take a second SIGINT or SIGTERM as "quit now, drop what is in flight".
+_signalled: dict[int, tuple[Proc | None, signal.Signals]] = {}
+
+
+def signal_first(leader: int, sig: signal.Signals) -> None:
+    """`sig` to a unit's group now, ahead of its `stop_tree`, which will not repeat it."""
+    _signalled[leader] = (procfs.read_stat(leader), sig)
+    signal_group(leader, sig)
+
+
+def _signalled_already(leader: int, sig: signal.Signals) -> bool:
+    was, sent = _signalled.pop(leader, (None, None))
+    if sent is not sig or was is None:
+        return False
+    now = procfs.read_stat(leader)
+    return now is None or now == was  # not a reused pid's new process
+
+
 async def stop_tree(
     leader: int,
     marker: bytes | None,
@@ -198,15 +218,17 @@ async def stop_tree(
     timeout: float,
     leader_exited: anyio.Event,
 ) -> int:
-    """Stop a unit's tree: `sig` to its group and to every process of the unit, wait up to
+    """Stop a unit's tree: `sig` once to each of its processes — to its group (unless
+    `signal_first` did), and to each process of the unit outside the group — wait up to
     `timeout` for all of them to go, then SIGKILL whatever is left.
 
     Returns:
         How many processes had to be killed.
     """
     procs = _first_members(leader, marker)
-    signal_group(leader, sig)
-    send(procs, sig)
+    if not _signalled_already(leader, sig):
+        signal_group(leader, sig)
+    send([p for p in procs if p.pgrp != leader], sig)  # the group's members had it
     with anyio.move_on_after(timeout):
         await leader_exited.wait()
         while still_alive(procs):

@@ -43,7 +43,7 @@ from supervisor.osproc.launch import Launcher
 from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.sockets import PortBook
 from supervisor.osproc.spawn import Child, Reaper, become_subreaper
-from supervisor.osproc.tree import record_members, signal_group
+from supervisor.osproc.tree import record_members, signal_first
 from supervisor.output.format import SUPERVISOR_NAME
 from supervisor.output.logfiles import LogFiles, log_routes
 from supervisor.output.printer import Printer
@@ -515,7 +515,7 @@ def _signal_first(records: list[UnitRecord]) -> None:
     record_members((r.child.pid, r.marker) for r in live if r.child is not None)
     for record in live:
         assert record.child is not None
-        signal_group(record.child.pid, signal.Signals[record.unit.spec.stop_signal])
+        signal_first(record.child.pid, signal.Signals[record.unit.spec.stop_signal])
 
 
 def _exit_code_of(status: Status) -> int:
