@@ -389,6 +389,31 @@ stop_timeout = 60
     wait_until(lambda: not pid_alive(pid), "stubborn unit gone")
 
 
+def test_a_shutdown_past_its_budget_kills_what_is_left_and_still_exits_0(
+    tmp_path: Path,
+) -> None:
+    # One SIGTERM is a clean stop, even when a unit outlasts shutdown_timeout and has to
+    # be killed; 130 is only for a forced stop (a second Ctrl-C).
+    stack = write_stack(
+        tmp_path,
+        f"""
+[supervise]
+shutdown_timeout = 1
+
+[processes.stubborn]
+command = ["{PY}", "{SVC}", "--ignore-term"]
+stop_timeout = 60
+""",
+    )
+    run = Run(stack)
+    pid = run.pid("stubborn")
+    run.event("stubborn", "running", ready=True)
+    run.signal(signal.SIGTERM)
+    assert run.wait() == 0
+    assert not pid_alive(pid)
+    assert "shutdown took longer than 1 s: killing what is left" in run.transcript()
+
+
 def test_secret_values_are_masked_in_output(tmp_path: Path) -> None:
     stack = write_stack(
         tmp_path,

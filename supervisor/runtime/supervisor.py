@@ -194,10 +194,13 @@ class Supervisor:
         assert self._end is not None, "the supervisor is not running"
         await self._end.wait()
 
-    def force(self) -> None:
-        """Kill every unit's tree at once (second Ctrl-C, or the shutdown budget spent)."""
+    def force(self, *, interrupted: bool = True) -> None:
+        """Kill every unit's tree at once: a second Ctrl-C (`run` exits 130), or the
+        shutdown budget spent (`interrupted` False: the exit code stays the shutdown's,
+        0 after one SIGTERM or Ctrl-C)."""
         self.phase = Phase.FORCED
-        self.exit_code = EXIT_FORCED
+        if interrupted:
+            self.exit_code = EXIT_FORCED
         self.forced.set()
         self.end(EXIT_FORCED, "every unit was killed")
 
@@ -210,7 +213,7 @@ class Supervisor:
             await self.launcher.stop_zygotes()
         if scope.cancelled_caught:
             self.note(f"shutdown took longer than {budget:g} s: killing what is left")
-            self.force()
+            self.force(interrupted=False)
             with anyio.move_on_after(FORCED_STOP_TIMEOUT):
                 await self.stop_units(list(self.records.values()), StopReason.SHUTDOWN)
                 await self.launcher.stop_zygotes()
