@@ -282,7 +282,7 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             rollback=not args.no_rollback,
         )
-        print(fmt.format_change(answer))
+        print(fmt.format_change(answer, waited=not args.no_wait))
         return EXIT_FAILED if answer.get("failed") or answer.get("rolled_back") else EXIT_OK
     if command == "launch":
         answer = api.launch(args.model, _pairs(args.pairs), timeout=args.timeout)

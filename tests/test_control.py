@@ -147,6 +147,49 @@ ready = {{ tcp = "${{port}}", timeout = 60 }}
     assert "model alpha failed" not in transcript
 
 
+def test_a_set_whose_model_is_dropped_before_it_applies_fails(tmp_path: Path) -> None:
+    # A 4 s coalesce window: the set is queued (its client connected within the 1.5 s
+    # the test gives it), and the drop takes the model before the set's batch runs.
+    path = write_stack(
+        tmp_path,
+        f"""
+[supervise]
+coalesce = 4
+
+[models.alpha]
+SIGNATURE = "v1"
+
+[processes.trade]
+per_model = true
+command = ["{PY}", "{SVC}"]
+inject = ["SIGNATURE"]
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/trade", "running", ready=True)
+        setter = subprocess.Popen(
+            [PY, "-m", "supervisor", "set", "alpha", "SIGNATURE=v2", "-c", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            time.sleep(1.5)
+            dropped = cli("drop", "alpha", "-c", str(path))
+            assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+            out, err = setter.communicate(timeout=30)
+        finally:
+            if setter.poll() is None:
+                setter.kill()
+                setter.wait()
+        assert setter.returncode == 1, out + err
+        assert "FAILED model alpha: it was dropped before the change applied" in out, out
+    finally:
+        assert run.stop() == 0
+
+
 def test_a_set_in_flight_when_the_supervisor_stops_is_answered_not_cut_off(
     tmp_path: Path,
 ) -> None:
@@ -946,6 +989,7 @@ def test_a_stop_during_an_overlapping_restart_returns_once_both_instances_are_go
         mark = len(run.records)
         queued = cli("set", "alpha", "SIGNATURE=v2", "--no-wait", "-c", str(path))
         assert queued.returncode == 0, queued.stdout + queued.stderr
+        assert "restarting (not waited for): alpha/held" in queued.stdout, queued.stdout
         new = run.event("alpha/held", "running", after=mark)["pid"]
         assert new != old and os.path.exists(f"/proc/{old}")  # both alive: the overlap
         stopped = cli("stop", "alpha/held", "-c", str(path))

@@ -76,12 +76,14 @@ def format_status(answer: dict[str, Any]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def format_change(answer: dict[str, Any]) -> str:
-    """What a set, drop, reload, start or restart did, in a few lines."""
+def format_change(answer: dict[str, Any], *, waited: bool = True) -> str:
+    """What a set, drop, reload, start or restart did, in a few lines; not `waited` for
+    (`set --no-wait`), its restarts are under way, not done."""
     parts = [str(answer["message"])] if answer.get("message") else []
     for key in ("changed", "started", "stopped", "restarted", "added", "removed"):
         if answer.get(key):
-            parts.append(f"{key}: {', '.join(answer[key])}")
+            label = key if waited or key != "restarted" else "restarting (not waited for)"
+            parts.append(f"{label}: {', '.join(answer[key])}")
     for unit, reason in (answer.get("failed") or {}).items():
         parts.append(f"FAILED {unit}: {reason}")
     return "\n".join(parts) or "nothing changed"

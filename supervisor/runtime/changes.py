@@ -193,7 +193,8 @@ class Changes:
     async def _apply(self, model: str, batch: list[Change], queue: ModelQueue) -> None:
         sv = self.sv
         if model not in sv.domains:
-            _finish(batch, ChangeResult(model, message=f"model {model} was dropped"))
+            gone = "it was dropped before the change applied; nothing changed"
+            _finish(batch, ChangeResult(model, failed={f"model {model}": gone}))
             return
         snapshot = sv.keys.snapshot(model)
         before = sv.keys.keys(model)
