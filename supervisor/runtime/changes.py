@@ -145,7 +145,7 @@ async def wait_all(sv: Supervisor, waiters: Sequence[Waiter], timeout: float) ->
         if waiter.verdict is None:
             status = sv.status_of(waiter.unit)
             now = status.describe() if status is not None else "gone"
-            failed[waiter.unit] = f"not ready within {timeout:g} s (now {now})"
+            failed[waiter.unit] = f"not ready within {timeout:g} s (then: {now})"
         elif not waiter.verdict.ok:
             failed[waiter.unit] = waiter.verdict.reason
     return failed
