@@ -414,6 +414,38 @@ stop_timeout = 60
     assert "shutdown took longer than 1 s: killing what is left" in run.transcript()
 
 
+def test_a_followed_log_gets_the_last_lines_and_ends_cleanly_with_the_stack(
+    tmp_path: Path,
+) -> None:
+    stack = write_stack(tmp_path, f'[processes.web]\ncommand = ["{PY}", "{SVC}"]\n')
+    run = Run(stack)
+    follower = None
+    try:
+        run.event("web", "running", ready=True)
+        follower = subprocess.Popen(
+            [PY, "-m", "supervisor", "logs", "-f", "-c", str(stack)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert follower.stdout is not None
+        for line in follower.stdout:  # the recent lines first, then it follows
+            if "web | up" in line:
+                break
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        run.stop()
+    assert follower.returncode == 0, err
+    assert "closed the connection" not in err
+    assert "web stopped" in out, out  # the stop the follower saw before its stream ended
+
+
 def test_secret_values_are_masked_in_output(tmp_path: Path) -> None:
     stack = write_stack(
         tmp_path,

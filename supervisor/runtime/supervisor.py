@@ -70,6 +70,7 @@ from supervisor.state import (
     advance_model,
 )
 
+STREAM_PATIENCE = 1.0  # seconds a follower is given to read the last lines at the end
 EXIT_OK = 0
 EXIT_UNIT_FAILED = 1
 EXIT_FORCED = 130
@@ -167,6 +168,10 @@ class Supervisor:
                         self._check_end()
                         await self._end.wait()
                         await self._shutdown()
+                        # Followers (`logs -f`, the events stream) get the last lines,
+                        # then the end of their stream, before the control plane goes.
+                        await self.lines.close(STREAM_PATIENCE)
+                        await self.events.close(STREAM_PATIENCE)
                         tg.cancel_scope.cancel()
                 finally:
                     outer.cancel_scope.cancel()
