@@ -190,3 +190,92 @@ def test_check_prints_the_plan_with_secrets_redacted(tmp_path: Path) -> None:
     assert "API_KEY=***" in out and "sk-very-secret" not in out
     assert "TODAY_DATE=<published by init>" in out
     assert "warning: alpha/trade needs alpha NEVER_SET" in out
+
+
+# Strict types: pydantic's lax mode would take true as 1, "25" as 25 and "yes" as true.
+WRONG_TYPES = [
+    ("port = true", "processes.web.port", "must be 'auto' or a number (got True)"),
+    (
+        "stop_timeout = true",
+        "processes.web.stop_timeout",
+        "Input should be a valid number (got True)",
+    ),
+    (
+        "max_failures = true",
+        "processes.web.max_failures",
+        "Input should be a valid integer (got True)",
+    ),
+    ("oneshot = 'yes'", "processes.web.oneshot", "Input should be a valid boolean (got 'yes')"),
+    ("port = '8080'", "processes.web.port", "must be 'auto' or a number (got '8080')"),
+    (
+        "max_failures = 2.0",
+        "processes.web.max_failures",
+        "Input should be a valid integer (got 2.0)",
+    ),
+    (
+        "ready = { log = 'x', interval = true }",
+        "processes.web.ready.interval",
+        "Input should be a valid number (got True)",
+    ),
+    (
+        "ready = { notify = 1 }",
+        "processes.web.ready.notify",
+        "Input should be a valid boolean (got 1)",
+    ),
+    (
+        "env = { DEBUG = true }",
+        "processes.web.env.DEBUG",
+        "Input should be a valid string (got True)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "where", "message"), WRONG_TYPES, ids=[c[0] for c in WRONG_TYPES])
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(
+    tmp_path: Path, line: str, where: str, message: str
+) -> None:
+    (tmp_path / "supervise.toml").write_text(f"[processes.web]\ncommand = 'true'\n{line}\n")
+    result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"supervise.toml:3: {where}: {message}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "message"),
+    [
+        ("shutdown_timeout = '25'", "supervise.shutdown_timeout", "valid number (got '25')"),
+        ("shutdown_timeout = true", "supervise.shutdown_timeout", "valid number (got True)"),
+        ("log_lines = '500'", "supervise.log_lines", "valid integer (got '500')"),
+        ("log_max_size = true", "supervise.log_max_size", "valid integer (got True)"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_refused_not_coerced(
+    tmp_path: Path, line: str, where: str, message: str
+) -> None:
+    (tmp_path / "supervise.toml").write_text(f"[supervise]\n{line}\n")
+    result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"supervise.toml:2: {where}: Input should be a {message}" in result.stderr
+
+
+def test_a_model_key_that_is_a_boolean_is_refused_like_an_env_value(tmp_path: Path) -> None:
+    (tmp_path / "supervise.toml").write_text("[models.alpha]\nDRY_RUN = true\n")
+    result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "supervise.toml:2: models.alpha.DRY_RUN: Input should be a valid string (got True)" in (
+        result.stderr
+    )
+
+
+def test_the_types_users_rely_on_still_pass(tmp_path: Path) -> None:
+    # An integer for a float, a port number, a size with a unit, and numbers as
+    # environment values and model keys (`PORT = 8080`, as docker compose and honcho take).
+    (tmp_path / "supervise.toml").write_text(
+        "[supervise]\nshutdown_timeout = 25\nlog_max_size = '10MiB'\n"
+        "[env]\nPORT = 8080\nRATIO = 1.5\n"
+        "[models.alpha]\nINITIAL_CASH = 10000\n"
+        "[processes.web]\ncommand = 'true'\nport = 8080\nstop_timeout = 5\n"
+        "start_seconds = 0\nmax_failures = 3\nready = { tcp = 8080, interval = 1 }\n"
+    )
+    result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

@@ -1,7 +1,8 @@
 """The stack file as pydantic models: the declarative shape, defaults and per-field rules.
 
-Unknown keys are errors everywhere (`extra="forbid"`); nothing is coerced silently except
-numbers given where an environment value (a string) is expected. Rules that need more
+Unknown keys are errors everywhere (`extra="forbid"`) and every table is strict
+(`model_fields.StrictModel`): nothing is coerced silently except numbers given where an
+environment value (a string) is expected. Rules that need more
 than one table (dependency names, cycles) live in `supervisor.plan`. A validated stack
 is handed on as the plain values of `supervisor.config.spec` (`to_spec`): only this
 module, its parts and the loader import pydantic.

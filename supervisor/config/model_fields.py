@@ -1,10 +1,14 @@
 """The pydantic building blocks the stack-file models share: the strict base model and
 the field types that read TOML values (environment keys and values, byte sizes).
 
-Invariants: every model built on `StrictModel` forbids unknown keys and is frozen; the
-only coercion is a TOML number given where a string is expected (an environment value,
-a tcp address), and a size written with a unit (K, M, G are powers of 1024). Imported
-only where `supervisor.config.model` is, in the validation (never by the runtime).
+Invariants: every model built on `StrictModel` forbids unknown keys, is frozen and is
+strict (pydantic's strict mode): a boolean is only TOML's true or false, a number is
+never a boolean or a string (`port = true`, `stop_timeout = "5"` are refused), and a
+float field takes a TOML integer (`stop_timeout = 5`). The only conversions are a TOML
+number given where a string is expected (an environment value or model key, a tcp
+address: `PORT = 8080` is "8080"; true and false are refused there too), and a size
+written with a unit (K, M, G are powers of 1024). Imported only where
+`supervisor.config.model` is, in the validation (never by the runtime).
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ EnvKey = Annotated[str, AfterValidator(_env_key)]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no lax coercion (true is not 1, "25" is not 25, "yes" is not true); the
+    # two conversions above are the fields' own, before pydantic's strict check.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
