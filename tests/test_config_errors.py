@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import Run, cli, pid_alive
 
 # A process that would prove something was spawned.
 MARKER = """
@@ -279,3 +279,81 @@ def test_the_types_users_rely_on_still_pass(tmp_path: Path) -> None:
     )
     result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+# overlap = true: the new instance shares the held socket with the old one, so a probe
+# through that socket is answered by the old instance.
+OVERLAP = """
+[processes.web]
+command = ["sh", "-c", "echo listening; exec sleep 60"]
+port = "auto"
+socket = true
+overlap = true
+"""
+SHARED_PROBES = [
+    ("tcp", "ready = { tcp = '${port}' }"),
+    ("http", "ready = { http = 'http://127.0.0.1:${port}/healthz' }"),
+    ("mcp", "ready = { mcp = 'http://127.0.0.1:${port}/mcp' }"),
+]
+
+
+@pytest.mark.parametrize(("kind", "ready"), SHARED_PROBES, ids=[c[0] for c in SHARED_PROBES])
+def test_overlap_refuses_a_probe_the_old_instance_answers(
+    tmp_path: Path, kind: str, ready: str
+) -> None:
+    (tmp_path / "supervise.toml").write_text(OVERLAP + ready + "\n" + MARKER)
+    article = "a" if kind == "tcp" else "an"
+    for command in ("check", "run"):
+        result = cli(command, "-c", "supervise.toml", cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert (
+            "supervise.toml:2: processes.web: overlap = true needs a readiness probe that "
+            "only the new instance can pass (ready = { log = ... } or { notify = true }): "
+            f"{article} {kind} probe on the held socket is answered by the instance it "
+            "replaces"
+        ) in result.stderr, result.stderr
+    assert not (tmp_path / "spawned").exists()
+
+
+@pytest.mark.parametrize(
+    "ready",
+    [
+        "ready = { log = '^listening' }",
+        "ready = { notify = true }",
+        "ready = { exec = 'true' }",
+        "",
+    ],
+    ids=["log", "notify", "exec", "none"],
+)
+def test_overlap_takes_a_probe_only_the_new_instance_passes(tmp_path: Path, ready: str) -> None:
+    (tmp_path / "supervise.toml").write_text(OVERLAP + ready + "\n")
+    result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_tcp_probe_on_a_held_socket_without_overlap_is_still_allowed(tmp_path: Path) -> None:
+    (tmp_path / "supervise.toml").write_text(
+        OVERLAP.replace("overlap = true", "") + "ready = { tcp = '${port}' }\n"
+    )
+    result = cli("check", "-c", "supervise.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_reload_to_overlap_with_a_tcp_probe_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "supervise.toml"
+    good = OVERLAP + "ready = { log = '^listening' }\n"
+    path.write_text(good)
+    run = Run(path)
+    try:
+        pid = run.event("web", "running", ready=True)["pid"]
+        path.write_text(OVERLAP + "ready = { tcp = '${port}' }\n")
+        result = cli("reload", "-c", str(path))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "processes.web: overlap = true needs a readiness probe" in result.stderr
+        assert "a tcp probe on the held socket" in result.stderr
+        assert pid_alive(pid)
+        assert [r["event"] for r in run.events("web")].count("starting") == 1
+    finally:
+        assert run.stop() == 0

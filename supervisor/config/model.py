@@ -50,6 +50,12 @@ from supervisor.config.spec import (
 )
 from supervisor.errors import InvalidValue
 
+# Probes that ask the unit's port: with `overlap`, that is the held socket both instances
+# accept on, so the old instance would answer for the new one. `log` and `notify` come
+# from the new process itself; `exec` is the user's command (README: Held listening
+# sockets); no probe at all is the new process's own survival of `start_seconds`.
+_SHARED_PROBES = ("tcp", "http", "mcp")
+
 
 class ProcessModel(StrictModel):
     """One `[processes.NAME]` table."""
@@ -151,6 +157,14 @@ class ProcessModel(StrictModel):
             raise ValueError(
                 "overlap = true needs socket = true: two instances can share a port only "
                 "through the socket the supervisor holds"
+            )
+        if self.overlap and self.ready is not None and self.ready.kind in _SHARED_PROBES:
+            kind = self.ready.kind
+            raise ValueError(
+                "overlap = true needs a readiness probe that only the new instance can "
+                "pass (ready = { log = ... } or { notify = true }): "
+                f"{'a' if kind == 'tcp' else 'an'} {kind} probe on the held socket is "
+                "answered by the instance it replaces"
             )
         if self.preload:
             words = self.command if isinstance(self.command, list) else split_command(self.command)

@@ -47,6 +47,11 @@ class ProbeModel(StrictModel):
         _check_one_kind(self)
         return self
 
+    @property
+    def kind(self) -> str:
+        """The probe's one kind (checked above)."""
+        return next(k for k in PROBE_KINDS if getattr(self, k))
+
     @field_validator("mcp")
     @classmethod
     def _mcp_url(cls, value: str | None) -> str | None:
