@@ -33,6 +33,9 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    # Problems only where every unit shares one host (`run`, `check`, `reload`: see
+    # `load_checked`); an export that gives each model its own pod may keep them.
+    one_host: list[Problem] = field(default_factory=list)
 
 
 def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckReport:
@@ -55,6 +58,7 @@ def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckRe
         return result
     models = [m for m in stack.models if not only or m in only]
     units = expand(stack.processes, models)
+    result.one_host.extend(_shared_ports(loaded, units))
     ports = {
         name: (_PLACEHOLDER_PORT if unit.spec.port == "auto" else unit.spec.port)
         for name, unit in units.items()
@@ -97,6 +101,55 @@ def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckRe
         )
     result.lines = _describe(loaded, models, units)
     return result
+
+
+def _shared_ports(loaded: LoadedStack, units: Mapping[str, Unit]) -> list[Problem]:
+    """A fixed port given to more than one unit: two processes with the same `port`, or
+    a per-model process with a fixed port and several models. Only the units' own
+    `port` values count (a probe or `${OTHER.port}` naming another unit's port is how a
+    port is shared); "auto" ports are allocated distinct."""
+    owners: dict[int, list[Unit]] = {}
+    for unit in units.values():
+        if isinstance(unit.spec.port, int):
+            owners.setdefault(unit.spec.port, []).append(unit)
+    problems = []
+    for port, members in owners.items():
+        if len(members) < 2:
+            continue
+        processes = list(dict.fromkeys(u.process for u in members))
+        names = [u.name for u in members]
+        given = ", ".join(names[:-1]) + " and " + names[-1]
+        if len(processes) == 1:  # one per-model process, expanded to several models
+            hint = (
+                'use port = "auto" (a free port for each unit, as ${port} and $PORT, '
+                "that its model's units reach as ${" + processes[0] + ".port}), or run "
+                "one model per supervisor (--model)"
+            )
+        else:
+            hint = 'give each process its own port, or use port = "auto"'
+        where = ["processes", processes[-1], "port"]
+        problems.append(
+            Problem(
+                str(loaded.file),
+                ".".join(where),
+                f"port {port} is given to {given}; a port can belong to one unit: {hint}",
+                _line(loaded, where),
+            )
+        )
+    return problems
+
+
+def _line(loaded: LoadedStack, parts: list[str]) -> int | None:
+    """The line of a key in the stack file, where it can be read and found."""
+    if loaded.is_procfile:
+        return None
+    from supervisor.config.explain import locate_line  # the check's alone (pydantic)
+
+    try:
+        text = loaded.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return locate_line(text, parts)
 
 
 def _runnable(name: str, unit: Unit, rendering: Rendering) -> list[str]:
@@ -153,6 +206,7 @@ def load_checked(
     only = [m for m in models if not reloading or m in loaded.stack.models]
     with loading(str(loaded.file), "checking the plan"):
         report = check_stack(loaded, only)
+    report.problems.extend(report.one_host)
     if report.problems:
         raise ConfigError(report.problems)
     return loaded, report

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a stack: where (file, key path or line) and what."""
+    """One thing wrong with a stack: where (file, key path or line) and what. `file` is
+    empty where the one who finds it does not know the file (a port at bind time)."""
 
     file: str
     where: str
@@ -17,8 +18,8 @@ class Problem:
 
     def __str__(self) -> str:
         place = f"{self.file}:{self.line}" if self.line else self.file
-        location = f"{place}: {self.where}" if self.where else place
-        return f"{location}: {self.message}"
+        location = ": ".join(part for part in (place, self.where) if part)
+        return f"{location}: {self.message}" if location else self.message
 
 
 class SuperviseError(Exception):

@@ -23,7 +23,7 @@ from supervisor.config.load import LoadedStack
 from supervisor.config.validator import load_elsewhere
 from supervisor.control.plane import ReloadResult
 from supervisor.errors import ConfigError, ControlError
-from supervisor.plan import expand
+from supervisor.plan import Unit, expand
 from supervisor.runtime.changes import (
     Affected,
     Changes,
@@ -75,14 +75,23 @@ class Reloader:
                 reaper=sv.reaper,
             )
         except (ConfigError, RuntimeError) as exc:
-            self.config_error = str(exc)
-            sv.note(f"reload refused, nothing changed:\n{exc}")
-            raise ControlError("invalid_config", str(exc)) from exc
+            raise self._refused(exc) from exc
         async with self.structure, contextlib.AsyncExitStack() as locks:
             for model in sorted(sv.models):
                 await locks.enter_async_context(self.changes.queue(model).lock)
             previous = sv.loaded
-            adoption = await self._adopt(loaded)
+            # The new plan's held ports are bound before anything changes: a port that
+            # another program holds refuses the reload like an invalid file.
+            _, _, wanted = self._plan(loaded)
+            plan = {name: (u.spec.port, u.spec.socket) for name, u in wanted.items()}
+            try:
+                sv.ports.reserve(plan, file=str(loaded.file))
+            except ConfigError as exc:
+                raise self._refused(exc) from exc
+            try:
+                adoption = await self._adopt(loaded)
+            finally:
+                sv.ports.unreserve()
             marked = self._mark(adoption.domains)
             failed = await self._settle(adoption, timeout)
             result = ReloadResult(
@@ -118,6 +127,12 @@ class Reloader:
             result = ReloadResult(message="reloaded: nothing changed")
         return result
 
+    def _refused(self, exc: Exception) -> ControlError:
+        """A reload that changes nothing: the error is kept for `status` and answered."""
+        self.config_error = str(exc)
+        self.sv.note(f"reload refused, nothing changed:\n{exc}")
+        return ControlError("invalid_config", str(exc))
+
     def _mark(self, domains: set[str | None]) -> set[str | None]:
         """Make the touched failure domains `changing`: a failure now rolls back."""
         sv = self.sv
@@ -143,15 +158,23 @@ class Reloader:
         failed.update(await wait_all(sv, waiters, timeout))
         return failed
 
-    async def _adopt(self, loaded: LoadedStack) -> Adoption:
-        """Make `loaded` the running stack's plan: forget what it no longer has, register
-        what it adds (not started yet), and find what its renderings change."""
+    def _plan(
+        self, loaded: LoadedStack
+    ) -> tuple[dict[str, dict[str, str]], list[str], dict[str, Unit]]:
+        """What adopting `loaded` runs: the file's models, every model (launched ones
+        kept, dropped ones not), and their units."""
         sv = self.sv
         file_models = sv.file_models(loaded)
         launched = [m for m in sv.models if m not in sv.keys.file]
         models = [m for m in file_models if m not in self.dropped]
         models += [m for m in launched if m not in models]
-        wanted = expand(loaded.stack.processes, models)
+        return file_models, models, expand(loaded.stack.processes, models)
+
+    async def _adopt(self, loaded: LoadedStack) -> Adoption:
+        """Make `loaded` the running stack's plan: forget what it no longer has, register
+        what it adds (not started yet), and find what its renderings change."""
+        sv = self.sv
+        file_models, models, wanted = self._plan(loaded)
         removed = [r for n, r in sv.records.items() if n not in wanted]
         await sv.retire(removed)
         sv.loaded = loaded
