@@ -83,6 +83,10 @@ def test_names_with_a_trailing_newline_are_refused_by_the_cli(
         result = cli(*args, "-c", str(run.stack))
         assert result.returncode == 2, result  # bad input, not a failure
         assert message in result.stderr
+    for args in (("drop", "alpha/echo"), ("set", "alpha/echo", "SIGNATURE=x")):
+        result = cli(*args, "-c", str(run.stack))  # a unit's name where a model's goes
+        assert result.returncode == 1, result  # as for any unknown model
+        assert "unknown model 'alpha/echo'; running: alpha" in result.stderr
     assert ask(client.status("alpha/echo")["port"])[2] == "alpha-v1"
 
 
