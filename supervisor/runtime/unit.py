@@ -249,8 +249,12 @@ class UnitRunner:
         # The successor is ready, or the unit is stopping. Tested by the flag, not by
         # `retired`: an instance handed back may already be retired by the next overlap.
         if not serving.handed_back:
+            pid = _pid(serving)
             serving.life.cancel()
             await serving.done.wait()
+            replaced = settled.verdict is not None and settled.verdict.ok
+            after = "its successor serves" if replaced else "the unit is stopping"
+            self.host.observed(self.record, f"previous instance, pid {pid}, stopped: {after}")
         if waiter is not None and settled.verdict is not None:
             waiter.resolve(settled.verdict)
 
