@@ -854,7 +854,7 @@ def overlapping_restarts(
         assert answer["failed"] == {}, answer
         assert not os.path.exists(f"/proc/{old}"), "set returned before the old one went"
         said = f"alpha/held previous instance, pid {old}, stopped: its successor serves"
-        run.wait_for(lambda r, said=said: said in r.get("line", ""), said)
+        run.line("supervise", said)
         spawned = run.event("alpha/held", "running", after=mark)
         assert spawned["ready"] is False and spawned["pid"] != old
         run.event("alpha/held", "running", ready=True, after=mark)
