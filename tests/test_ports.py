@@ -158,8 +158,8 @@ socket = true
     run = Run(stack)
     assert run.wait() == 2, run.explain()
     message = (
-        f"processes.p.port: cannot listen on 127.0.0.1:{taken} for unit a/p: address "
-        "already in use (another program holds it)"
+        f"{stack}: processes.p.port: cannot listen on 127.0.0.1:{taken} for unit a/p: "
+        "address already in use (another program holds it)"
     )
     assert any(message in line for line in run.stderr), run.stderr
     assert not [line for line in run.stderr if "Traceback" in line], run.stderr

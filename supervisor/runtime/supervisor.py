@@ -101,7 +101,7 @@ class Supervisor:
         self.domains.update((m, ModelStatus()) for m in self.keys.file)
         self.records: dict[str, UnitRecord] = {}
         self.runners: dict[str, UnitRunner] = {}
-        self.ports = PortBook()
+        self.ports = PortBook(str(loaded.file))
         self.phase = Phase.RUNNING
         self.exit_code = EXIT_OK
         self.ending_reason = ""  # why the stack stops, once it does (see `end`)
