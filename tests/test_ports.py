@@ -259,3 +259,37 @@ def test_a_reload_that_swaps_two_held_ports_hands_each_socket_over(
     assert "restarted: a, b" in result.stdout, result.stdout
     assert (ask(first)[0], ask(second)[0]) == ("b", "a")
     assert (client.status("a")["port"], client.status("b")["port"]) == (second, first)
+
+
+def test_launching_a_model_onto_a_fixed_port_another_unit_has_is_refused(
+    tmp_path: Path,
+) -> None:
+    (port,) = free_ports(1)
+    stack = write_stack(
+        tmp_path,
+        f"""
+[models.a]
+SIGNATURE = "a"
+
+[processes.p]
+command = {LISTENER}
+per_model = true
+port = {port}
+ready = {{ log = "^listening" }}
+""",
+    )
+    run = Run(stack)
+    try:
+        pid = run.event("a/p", "running", ready=True)["pid"]
+        result = cli("launch", "b", "SIGNATURE=b", "-c", str(stack))
+        assert result.returncode == 1, result
+        assert (
+            f"model 'b' cannot be launched: b/p would listen on port {port}, which a/p has; "
+            f'a process run for several models needs port = "auto" (processes.p.port in {stack})'
+        ) in result.stderr, result.stderr
+        status = Client(str(tmp_path / ".supervise" / "control.sock")).status()
+        assert [u["unit"] for u in status["units"]] == ["a/p"]
+        assert "b" not in status["models"]
+        assert status["units"][0]["pid"] == pid
+    finally:
+        assert run.stop() == 0

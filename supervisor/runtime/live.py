@@ -251,6 +251,8 @@ class LiveConfig:
             status = sv.domains.get(model)
             if status is not None and status.state is not ModelState.FAILED:
                 raise ControlError("conflict", f"model {model!r} is already running")
+            if status is None:
+                self._refuse_taken_ports(model)
             sv.keys.change(model, keys)
             if status is not None:  # a failed model: brought back with the new keys
                 sv.set_model(model, ModelState.RUNNING)
@@ -265,6 +267,20 @@ class LiveConfig:
         sv.note(f"launched model {model}: {', '.join(r.name for r in records)}")
         failed = await wait_all(sv, waiters, timeout)
         return LaunchResult(model, tuple(self._view(r) for r in records), failed)
+
+    def _refuse_taken_ports(self, model: str) -> None:
+        """A model launched at run time may not take a fixed port another unit has."""
+        sv = self.sv
+        owners = {port: name for name, port in sv.ports.ports.items()}
+        for unit in expand(sv.loaded.stack.processes, [model]).values():
+            port = unit.spec.port
+            if unit.model == model and isinstance(port, int) and port in owners:
+                raise ControlError(
+                    "conflict",
+                    f"model {model!r} cannot be launched: {unit.name} would listen on port "
+                    f"{port}, which {owners[port]} has; a process run for several models "
+                    f'needs port = "auto" (processes.{unit.process}.port in {sv.loaded.file})',
+                )
 
     async def drop(self, model: str) -> DropResult:
         sv = self.sv
