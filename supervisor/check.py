@@ -45,14 +45,11 @@ def check_stack(loaded: LoadedStack, only_models: Iterable[str] = ()) -> CheckRe
     result = CheckReport()
     result.problems.extend(check_processes(stack.processes, file))
     only = list(only_models)
+    known = ", ".join(sorted(stack.models)) or "none"
     for name in only:
         if name not in stack.models:
             result.problems.append(
-                Problem(
-                    file,
-                    "--model",
-                    f"unknown model {name!r}; the stack has {sorted(stack.models) or 'none'}",
-                )
+                Problem(file, "--model", f"unknown model {name!r}; the stack has {known}")
             )
     if result.problems:
         return result

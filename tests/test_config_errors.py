@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Run, cli, pid_alive
+from tests.helpers import Run, cli, pid_alive, write_stack
 
 # A process that would prove something was spawned.
 MARKER = """
@@ -357,3 +357,14 @@ def test_a_reload_to_overlap_with_a_tcp_probe_is_refused_and_changes_nothing(
         assert [r["event"] for r in run.events("web")].count("starting") == 1
     finally:
         assert run.stop() == 0
+
+
+def test_an_unknown_model_on_the_command_line_names_the_stack_s_models(tmp_path: Path) -> None:
+    path = write_stack(
+        tmp_path,
+        '[models.beta]\nSIGNATURE = "b"\n[models.alpha]\nSIGNATURE = "a"\n'
+        "[processes.p]\ncommand = 'sleep 1'\nper_model = true\n",
+    )
+    result = cli("run", "--model", "nope", "-c", str(path))
+    assert result.returncode == 2
+    assert "--model: unknown model 'nope'; the stack has alpha, beta" in result.stderr
