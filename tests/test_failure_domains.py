@@ -294,6 +294,8 @@ def test_reload_that_breaks_a_unit_restores_the_previous_stack(
     assert pids(client)["alpha/trade"] == before["alpha/trade"]
     assert run.stop() == 0  # every line read: neither reload then says it reloaded
     assert not [r for r in run.records if r.get("line", "").startswith("reloaded: ")]
+    lines = [r.get("line", "") for r in run.records]
+    assert "restarting beta/trade (rolling back the reload)" in lines, lines
 
 
 def test_reload_of_a_broken_file_with_a_custom_socket_exits_2_and_changes_nothing(

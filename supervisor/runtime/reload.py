@@ -106,7 +106,7 @@ class Reloader:
                 sv.note(f"reload rolled back: {happened}")
                 back = await self._adopt(previous)
                 marked |= self._mark(back.domains)
-                await self._settle(back, timeout)
+                await self._settle(back, timeout, "rolling back the reload")
                 self.config_error = f"reload rolled back: {happened}"
                 result = ReloadResult(
                     result.started,
@@ -150,11 +150,13 @@ class Reloader:
                 sv.set_model(domain, ModelState.RUNNING)
                 sv.check_domain(domain)
 
-    async def _settle(self, adoption: Adoption, timeout: float) -> dict[str, str]:
+    async def _settle(
+        self, adoption: Adoption, timeout: float, why: str = "the stack file changed"
+    ) -> dict[str, str]:
         """Start and restart what the adoption asks; {unit: reason} for failures."""
         sv = self.sv
         waiters = sv.start_units(adoption.added)
-        failed = await restart_and_wait(sv, adoption.targets, timeout, "the stack file changed")
+        failed = await restart_and_wait(sv, adoption.targets, timeout, why)
         failed.update(await wait_all(sv, waiters, timeout))
         return failed
 
