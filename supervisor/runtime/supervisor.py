@@ -170,8 +170,9 @@ class Supervisor:
                         await self._shutdown()
                         # Followers (`logs -f`, the events stream) get the last lines,
                         # then the end of their stream, before the control plane goes.
-                        await self.lines.close(STREAM_PATIENCE)
-                        await self.events.close(STREAM_PATIENCE)
+                        async with anyio.create_task_group() as closing:
+                            closing.start_soon(self.lines.close, STREAM_PATIENCE)
+                            closing.start_soon(self.events.close, STREAM_PATIENCE)
                         tg.cancel_scope.cancel()
                 finally:
                     outer.cancel_scope.cancel()

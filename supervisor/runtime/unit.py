@@ -299,13 +299,12 @@ class UnitRunner:
         if self._instance is not None:
             self._instance.retire()  # the successor's stop is not the unit's
         await self._end_life()
-        pid = _pid(serving)
         if not _serves(serving, record):  # it ended while the successor was stopped
             serving.life.cancel()
             await serving.done.wait()
             await self._restart_now(waiter)
             return True
-        why = f"the previous instance, pid {pid}, has this config and serves on"
+        why = f"the previous instance, pid {_pid(serving)}, has this config and serves on"
         if waiter is not None:
             self.waiters.append(waiter)
         self._hand_back(serving, why, Verdict(False, f"superseded: {why}"), keep=waiter)
