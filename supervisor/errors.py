@@ -61,6 +61,15 @@ class InvalidValue(SuperviseError):
         super().__init__(f"{what} {value!r} is invalid: {rule}")
 
 
+class AtKey(ValueError):
+    """Raised inside a validator of a table (`models`, `processes`) about one key of it, so
+    that the message names that key and its line, not the whole table."""
+
+    def __init__(self, parts: tuple[str, ...], reason: str) -> None:
+        self.parts, self.reason = parts, reason
+        super().__init__(reason)
+
+
 class ControlError(SuperviseError):
     """A control request that cannot be done. `kind` is one of KINDS; front ends map it
     to their own codes (HTTP statuses live in the routes, not here)."""

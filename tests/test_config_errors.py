@@ -194,7 +194,7 @@ def test_check_prints_the_plan_with_secrets_redacted(tmp_path: Path) -> None:
 
 # Strict types: pydantic's lax mode would take true as 1, "25" as 25 and "yes" as true.
 WRONG_TYPES = [
-    ("port = true", "processes.web.port", "must be 'auto' or a number (got True)"),
+    ("port = true", "processes.web.port", "must be 'auto' or an integer (got True)"),
     (
         "stop_timeout = true",
         "processes.web.stop_timeout",
@@ -206,7 +206,7 @@ WRONG_TYPES = [
         "Input should be a valid integer (got True)",
     ),
     ("oneshot = 'yes'", "processes.web.oneshot", "Input should be a valid boolean (got 'yes')"),
-    ("port = '8080'", "processes.web.port", "must be 'auto' or a number (got '8080')"),
+    ("port = '8080'", "processes.web.port", "must be 'auto' or an integer (got '8080')"),
     (
         "max_failures = 2.0",
         "processes.web.max_failures",

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from supervisor.errors import Problem
+from supervisor.errors import AtKey, Problem
 
 # Another tool's key → ours.
 KEY_HABITS = {
@@ -73,7 +73,7 @@ _NOUNS = {
     "str": "a string",
     "list[str]": "a list of strings",
     "int": "an integer",
-    "constrained-int": "a number",
+    "constrained-int": "an integer",
     "float": "a number",
     "constrained-float": "a number",
     "bool": "true or false",
@@ -131,14 +131,19 @@ def problems_from(
 ) -> list[Problem]:
     """One problem per field at fault, each with the line of the key where it is known."""
     merged: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    problems = []
     for error in exc.errors():
         found = tuple(str(part) for part in error["loc"])
+        at = error.get("ctx", {}).get("error")
+        if isinstance(at, AtKey):  # about one key of the table: say which
+            parts = [*found, *at.parts]
+            problems.append(Problem(file, key_path(parts), at.reason, locate_line(text, parts)))
+            continue
         if found[-1:] == ("[key]",):
             found = found[:-1]
         if len(found) > 1 and _TAG.fullmatch(found[-1]):
             found = found[:-1]  # a union's member: said with its siblings
         merged.setdefault(found, []).append(dict(error))
-    problems = []
     for where, errors in merged.items():
         parts = list(where)
         message = _message(parts, errors, root)
@@ -189,7 +194,7 @@ def _shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\[\]-]+")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\[\]-]+")
 
 
 def key_path(parts: list[str]) -> str:

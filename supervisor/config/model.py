@@ -48,7 +48,7 @@ from supervisor.config.spec import (
     split_command,
     validate_key,
 )
-from supervisor.errors import InvalidValue
+from supervisor.errors import AtKey, InvalidValue
 
 # Probes that ask the unit's port: with `overlap`, that is the held socket both instances
 # accept on, so the old instance would answer for the new one. `log` and `notify` come
@@ -241,12 +241,12 @@ class StackModel(StrictModel):
     def _model_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         for name, keys in value.items():
             if not is_safe_name(name):
-                raise ValueError(f"model name {name!r} is invalid: {NAME_RULE}")
+                raise AtKey((name,), f"model name {name!r} is invalid: {NAME_RULE}")
             for key, item in keys.items():
                 try:
                     validate_key(key, item)
                 except InvalidValue as exc:
-                    raise ValueError(f"models.{name}.{key}: {exc}") from exc
+                    raise AtKey((name, key), str(exc)) from exc
         return value
 
     @model_validator(mode="after")
@@ -264,9 +264,10 @@ class StackModel(StrictModel):
     def _process_names(cls, value: dict[str, ProcessModel]) -> dict[str, ProcessModel]:
         for name in value:
             if not is_process_name(name):
-                raise ValueError(
+                raise AtKey(
+                    (name,),
                     f"process name {name!r} is invalid: letters, digits, '_' or '-', "
-                    "at most 64 characters"
+                    "at most 64 characters",
                 )
         return value
 
