@@ -9,7 +9,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from supervisor.config.load import EVERYTHING, LoadedStack, Selection, load_stack, loading
+from supervisor.config.load import (
+    EVERYTHING,
+    LoadedStack,
+    Selection,
+    load_stack,
+    loading,
+    settings_value,
+)
 from supervisor.config.procfile import renumber_ports
 from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
@@ -130,6 +137,20 @@ def _shared_ports(loaded: LoadedStack, units: Mapping[str, Unit]) -> list[Proble
                 str(loaded.file),
                 ".".join(where),
                 f"port {port} is given to {given}; a port can belong to one unit: {hint}",
+                _line(loaded, where),
+            )
+        )
+    address = settings_value(loaded, "http") or ""
+    _, _, text = address.rpartition(":")
+    own = int(text) if text.isdigit() else 0
+    for unit in owners.get(own, []) if own else []:
+        where = ["processes", unit.process, "port"]
+        problems.append(
+            Problem(
+                str(loaded.file),
+                ".".join(where),
+                f"port {own} is the supervisor's own health and status port "
+                f"([supervise] http = {address!r}); give {unit.name} another port",
                 _line(loaded, where),
             )
         )

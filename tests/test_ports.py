@@ -71,6 +71,28 @@ port = 39981
         assert "Traceback" not in result.stderr
 
 
+def test_a_unit_on_the_supervisors_own_http_port_is_refused(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    stack = write_stack(
+        tmp_path,
+        f"""
+[supervise]
+http = "127.0.0.1:${{HEALTH_PORT}}"
+
+[processes.web]
+command = {SLEEPER}
+port = {port}
+""",
+    )
+    for verb in ("check", "run"):
+        result = cli(verb, "-c", str(stack), env={"HEALTH_PORT": str(port)}, timeout=30)
+        assert result.returncode == 2, (verb, result)
+        assert (
+            f"{stack}:7: processes.web.port: port {port} is the supervisor's own health and "
+            f"status port ([supervise] http = '127.0.0.1:{port}'); give web another port"
+        ) in result.stderr, (verb, result.stderr)
+
+
 def test_a_probe_or_reference_naming_another_units_port_is_not_a_conflict(
     tmp_path: Path,
 ) -> None:
