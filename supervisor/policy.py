@@ -158,7 +158,16 @@ def after_exit(
         if failure
         else 0.0
     )
-    return Restart(delay, f"{why}; restarting in {delay:.2f} s", failure)
+    return Restart(delay, f"{why}{RETRY_SUFFIX}{delay:.2f} s", failure)
+
+
+RETRY_SUFFIX = "; restarting in "
+
+
+def without_retry(reason: str) -> str:
+    """A backoff's reason without its "; restarting in 0.52 s": what happened, for an
+    answer after which the unit does not retry with that config (a rolled-back change)."""
+    return reason.split(RETRY_SUFFIX, 1)[0]
 
 
 FailureAction = Literal["ignore", "stop-model", "stop-stack"]

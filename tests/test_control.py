@@ -636,6 +636,43 @@ ready = {{ log = "^up" }}
         assert run.stop() == 0
 
 
+def test_a_rolled_back_crash_is_reported_without_the_retry_that_never_comes(
+    tmp_path: Path,
+) -> None:
+    """A unit that crashes (not exit 78) is in backoff, "exited 3; restarting in 0.5 s".
+    Once the set or reload is rolled back, no retry with that value comes: the answer and
+    the log say what happened, not a retry."""
+    path = write_stack(
+        tmp_path,
+        """
+[models.alpha]
+MODE = "good"
+[processes.crashy]
+per_model = true
+command = ["sh", "-c", "test \\"$MODE\\" = bad && exit 3; echo up; exec sleep 60"]
+inject = ["MODE"]
+ready = { log = "^up" }
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/crashy", "running", ready=True)
+        result = cli("set", "alpha", "MODE=bad", "-c", str(path))
+        assert result.returncode == 1, result.stdout
+        assert "rolled back: alpha/crashy failed: exited 3\n" in result.stdout
+        assert "FAILED alpha/crashy: exited 3\n" in result.stdout
+        assert "restarting in" not in result.stdout
+        path.write_text(path.read_text().replace('MODE = "good"', 'MODE = "bad"'))
+        reloaded = cli("reload", "-c", str(path))
+        assert reloaded.returncode == 1, reloaded.stdout
+        assert "rolled back: alpha/crashy failed: exited 3" in reloaded.stdout
+        assert "restarting in" not in reloaded.stdout
+        notes = [line for line in run.lines("supervise") if "roll" in line]
+        assert notes and not [line for line in notes if "restarting in" in line], notes
+    finally:
+        assert run.stop() == 0
+
+
 def test_a_unit_cannot_freeze_or_crash_the_supervisor_through_its_hand_off_file(
     tmp_path: Path,
 ) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from supervisor.control.plane import StackView, UnitHistory, UnitView
 from supervisor.observe import Note, ToolsEvent
-from supervisor.policy import describe_exit
+from supervisor.policy import describe_exit, without_retry
 from supervisor.state import Event, ModelState, State, Status, StopReason
 
 
@@ -214,7 +214,7 @@ def _stopped(history: UnitHistory, stack: StackView, when: str) -> list[str]:
 def _backoff(history: UnitHistory, when: str, now: float) -> list[str]:
     view = history.view
     status, name = view.status, view.name
-    what = status.reason.split("; restarting in", 1)[0]
+    what = without_retry(status.reason)
     sentences = [f"{name} is in backoff{when}: its last instance ended ({what})."]
     sentences += [_last_exit(status), _stderr(history)]
     if history.next_start is not None:

@@ -25,6 +25,7 @@ import anyio
 
 from supervisor.control.plane import DEFAULT_WAIT, ChangeResult
 from supervisor.errors import MissingModelKey, UnresolvedReference
+from supervisor.policy import without_retry
 from supervisor.runtime import gate
 from supervisor.runtime.commands import Replace, Waiter
 from supervisor.runtime.keys import KeyLayers
@@ -250,7 +251,8 @@ class Changes:
         self, model: str, snapshot: KeyLayers, result: ChangeResult, timeout: float
     ) -> ChangeResult:
         sv = self.sv
-        unit, reason = next(iter(result.failed.items()))
+        failed = {name: without_retry(why) for name, why in result.failed.items()}
+        unit, reason = next(iter(failed.items()))
         sv.keys.restore(model, snapshot)
         sv.note(f"rolling back model {model}: {what_happened(unit, reason)}")
         for record in sv.of_model(model):
@@ -264,7 +266,7 @@ class Changes:
             message += f"; after the rollback {other} failed too: {why}"
             sv.fail_model(model, f"{other} failed after a rollback: {why}")
         return ChangeResult(
-            model, result.changed, result.restarted, result.failed, message, rolled_back=True
+            model, result.changed, result.restarted, failed, message, rolled_back=True
         )
 
 

@@ -24,6 +24,7 @@ from supervisor.config.validator import load_elsewhere
 from supervisor.control.plane import ReloadResult
 from supervisor.errors import ConfigError, ControlError
 from supervisor.plan import Unit, expand
+from supervisor.policy import without_retry
 from supervisor.runtime.changes import (
     Affected,
     Changes,
@@ -101,6 +102,7 @@ class Reloader:
                 failed,
             )
             if failed:
+                failed = {name: without_retry(why) for name, why in failed.items()}
                 unit, reason = next(iter(failed.items()))
                 happened = what_happened(unit, reason)
                 sv.note(f"reload rolled back: {happened}")
@@ -113,7 +115,7 @@ class Reloader:
                     result.stopped,
                     result.restarted,
                     failed,
-                    f"rolled back: {unit} failed: {reason}",
+                    f"rolled back: {happened}",
                     rolled_back=True,
                 )
             else:
