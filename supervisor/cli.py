@@ -274,9 +274,14 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
         print(_json(answer) if args.json else fmt.format_status(answer))
         return EXIT_OK
     if command == "set":
+        pairs = _pairs(args.pairs)
+        if not pairs and not args.unset:
+            raise UsageError("set needs KEY=VALUE or --unset KEY")
+        if both := sorted(set(pairs) & set(args.unset)):
+            raise UsageError(f"{', '.join(both)} is both set and unset")
         answer = api.set(
             args.model,
-            _pairs(args.pairs),
+            pairs,
             unset=args.unset,
             wait=not args.no_wait,
             timeout=args.timeout,
@@ -287,7 +292,16 @@ def _dispatch(api: Any, args: argparse.Namespace) -> int:
     if command == "launch":
         answer = api.launch(args.model, _pairs(args.pairs), timeout=args.timeout)
         print(_json(answer))
-        return EXIT_FAILED if answer.get("failed") else EXIT_OK
+        failed = answer.get("failed") or {}
+        for unit, reason in failed.items():
+            print(f"supervise: {unit}: {reason}", file=sys.stderr)
+        if failed:
+            print(
+                f"supervise: model {args.model} stays launched; "
+                f"`supervise drop {args.model}` removes it",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED if failed else EXIT_OK
     if command == "drop":
         print(fmt.format_change(api.drop(args.model)))
         return EXIT_OK

@@ -380,6 +380,21 @@ def test_launch_and_drop_a_model_at_runtime(stack: tuple[Run, Client]) -> None:
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), "gamma/trade gone")
 
 
+def test_a_launch_missing_a_key_says_which_and_a_later_set_brings_the_model_up(
+    stack: tuple[Run, Client],
+) -> None:
+    run, client = stack
+    result = cli("launch", "gamma", "SIGNATURE=gamma-v1", "-c", str(run.stack))
+    assert result.returncode == 1, result.stdout
+    assert "supervise: gamma/price: pending: waiting for gamma TODAY_DATE" in result.stderr
+    assert "model gamma stays launched; `supervise drop gamma` removes it" in result.stderr
+    assert json.loads(result.stdout)["units"]["gamma/price"]["state"] == "pending"
+    done = cli("set", "gamma", "TODAY_DATE=2025-10-03", "-c", str(run.stack))
+    assert done.returncode == 0, done.stdout
+    assert "gamma/price" in done.stdout
+    assert statuses(client)["gamma/price"]["ready"]
+
+
 def test_stop_start_restart_and_readyz(stack: tuple[Run, Client]) -> None:
     run, client = stack
     note = run.wait_for(lambda r: "health and status on" in r.get("line", ""), "health url")

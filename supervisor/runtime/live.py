@@ -209,7 +209,11 @@ class LiveConfig:
         current = self.sv.keys.keys(model)
         no_op = all(current.get(k) == v for k, v in keys.items()) and not set(unset) & set(current)
         if no_op and self.changes.idle(model):
-            return ChangeResult(model, message="nothing changed")
+            absent = [key for key in unset if key not in current]
+            message = "nothing changed"
+            if absent:
+                message += f": model {model} has no key {', '.join(absent)}"
+            return ChangeResult(model, message=message)
         change = Change(dict(keys), tuple(unset), rollback, timeout)
         self.changes.submit(model, change)
         await change.applied.wait()
