@@ -497,6 +497,46 @@ def test_editing_one_models_signature_in_the_file_restarts_only_that_model(
     assert changed == {"beta/trade"}
 
 
+def test_a_reload_right_after_an_edit_reports_what_the_edit_restarted(
+    stack: tuple[Run, Client],
+) -> None:
+    """The file watcher applies an edit by itself. A `supervise reload` asked after it
+    says who applied the file and what that did, not a bare "nothing changed"; one asked
+    at the same time joins the watcher's reload (or makes it find nothing to do) and
+    answers what the edit restarted."""
+    run, client = stack
+
+    def edit(old: str, new: str) -> int:
+        tmp = run.stack.with_suffix(".new")
+        tmp.write_text(run.stack.read_text().replace(old, new))
+        mark = len(run.records)
+        tmp.replace(run.stack)
+        return mark
+
+    mark = edit('"beta-v1"', '"beta-v2"')
+    run.event("beta/trade", "running", ready=True, after=mark)
+    run.wait_for(lambda r: r.get("line", "").startswith("reloaded: "), "the watcher's reload")
+    later = cli("reload", "-c", str(run.stack))
+    assert later.returncode == 0, later
+    assert "reloaded: nothing changed (the file watcher applied this version at " in later.stdout
+    assert "restarted: beta/trade)" in later.stdout, later.stdout
+
+    mark = edit('"beta-v2"', '"beta-v3"')
+    pid = statuses(client)["beta/trade"]["pid"]
+    joined = cli("reload", "-c", str(run.stack))
+    assert joined.returncode == 0, joined
+    assert "restarted: beta/trade" in joined.stdout, joined.stdout
+    assert statuses(client)["beta/trade"]["pid"] != pid
+    stops = [
+        r
+        for r in run.records[mark:]
+        if r.get("unit") == "beta/trade" and r.get("event") == "stopping"
+    ]
+    assert len(stops) == 1, stops
+    port = int(statuses(client)["beta/trade"]["port"])  # type: ignore[call-overload]
+    assert ask(port).split()[2] == "beta-v3"
+
+
 def test_sighup_reloads_the_stack_file(stack: tuple[Run, Client]) -> None:
     run, client = stack
     text = run.stack.read_text().replace(

@@ -367,8 +367,8 @@ class LiveConfig:
         status = view.status.describe() if view is not None else "gone"
         return UnitResult(name, reason or f"{name} {verb}: {status}", units=units)
 
-    async def reload(self, *, timeout: float = DEFAULT_WAIT) -> ReloadResult:
-        return await self.reloader.reload(timeout)
+    async def reload(self, *, timeout: float = DEFAULT_WAIT, by: str = "") -> ReloadResult:
+        return await self.reloader.reload(timeout, by)
 
     def http_views(self) -> list[HttpView]:
         return self.sv.loaded.stack.supervise.http_serve

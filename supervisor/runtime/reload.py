@@ -22,6 +22,7 @@ import anyio
 from supervisor.config.load import LoadedStack
 from supervisor.config.validator import load_elsewhere
 from supervisor.control.plane import ReloadResult
+from supervisor.digest import sha256_hex
 from supervisor.errors import ConfigError, ControlError
 from supervisor.plan import Unit, expand
 from supervisor.policy import without_retry
@@ -49,6 +50,16 @@ class Adoption:
         return {r.model for r in (*self.added, *self.targets.restart, *self.targets.watch)}
 
 
+@dataclass
+class _Flight:
+    """A reload under way, for a reload of the same file version to join."""
+
+    version: str
+    done: anyio.Event
+    result: ReloadResult | None = None
+    error: ControlError | None = None
+
+
 class Reloader:
     """Applies reloads; keeps the last one's error for `status` (empty when it took)."""
 
@@ -60,8 +71,58 @@ class Reloader:
         self.count = 0  # reloads asked for
         self.last_ok = True  # the last one took (none asked for: the start's load did)
         self.last_ok_at: float | None = None  # wall clock of the last one that took
+        self._applying: _Flight | None = None  # the reload under way
+        # The last reload that changed something: (version, by whom, when, its answer).
+        self._applied: tuple[str, str, float, ReloadResult] | None = None
 
-    async def reload(self, timeout: float) -> ReloadResult:
+    async def reload(self, timeout: float, by: str = "") -> ReloadResult:
+        """Apply the stack file as it is now. A reload asked while another one applies
+        the same content (the file watcher's, after an edit) waits for that one and
+        gives its answer; one that finds nothing changed says who applied it."""
+        version = self._version()
+        joined = self._applying
+        if joined is not None and joined.version == version:
+            await joined.done.wait()
+            if joined.error is not None:
+                raise joined.error
+            if joined.result is not None:
+                return joined.result
+        flight = _Flight(version, anyio.Event())
+        self._applying = flight
+        try:
+            flight.result = await self._reload(timeout)
+        except ControlError as exc:
+            flight.error = exc
+            raise
+        finally:
+            flight.done.set()
+            if self._applying is flight:
+                self._applying = None
+        result = flight.result
+        if any(_lists(result).values()) and not result.rolled_back:
+            self._applied = (version, by, time.time(), result)
+        elif not result.rolled_back and not result.failed and self._applied is not None:
+            last_version, last_by, at, last = self._applied
+            if last_version == version and last_by and last_by != by:
+                done = "; ".join(f"{k}: {', '.join(v)}" for k, v in _lists(last).items() if v)
+                when = time.strftime("%H:%M:%S", time.localtime(at))
+                result = ReloadResult(
+                    message=f"reloaded: nothing changed ({last_by} applied this version "
+                    f"at {when}: {done})"
+                )
+        return result
+
+    def _version(self) -> str:
+        """A digest of the stack file and its env files as they are now."""
+        parts = []
+        for path in self.sv.loaded.watched:
+            try:
+                parts.append(path.read_bytes())
+            except OSError:
+                parts.append(b"\0missing")
+        return sha256_hex(b"\0\0".join(parts))
+
+    async def _reload(self, timeout: float) -> ReloadResult:
         sv = self.sv
         self.count += 1
         self.last_ok = False  # until it took

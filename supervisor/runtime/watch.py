@@ -70,7 +70,7 @@ async def _watch(live: LiveConfig) -> None:
 async def _reload(live: LiveConfig) -> None:
     live.sv.note("stack or env file changed: reloading")
     try:
-        await live.reload()
+        await live.reload(by="the file watcher")
     except ControlError:
         pass  # reported by reload(); the running stack is untouched
     except Exception as exc:
