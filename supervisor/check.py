@@ -18,6 +18,7 @@ from supervisor.config.load import (
     settings_value,
 )
 from supervisor.config.procfile import renumber_ports
+from supervisor.config.spec import port_number
 from supervisor.errors import ConfigError, MissingModelKey, Problem, UnresolvedReference
 from supervisor.plan import (
     RenderContext,
@@ -141,8 +142,7 @@ def _shared_ports(loaded: LoadedStack, units: Mapping[str, Unit]) -> list[Proble
             )
         )
     address = settings_value(loaded, "http") or ""
-    _, _, text = address.rpartition(":")
-    own = int(text) if text.isdigit() else 0
+    own = port_number(address.rpartition(":")[2])
     for unit in owners.get(own, []) if own else []:
         where = ["processes", unit.process, "port"]
         problems.append(

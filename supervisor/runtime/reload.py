@@ -99,12 +99,12 @@ class Reloader:
             if self._applying is flight:
                 self._applying = None
         result = flight.result
-        if any(_lists(result).values()) and not result.rolled_back:
+        if _what_changed(result) and not result.rolled_back:
             self._applied = (version, by, time.time(), result)
         elif not result.rolled_back and not result.failed and self._applied is not None:
             last_version, last_by, at, last = self._applied
             if last_version == version and last_by and last_by != by:
-                done = "; ".join(f"{k}: {', '.join(v)}" for k, v in _lists(last).items() if v)
+                done = _what_changed(last)
                 when = time.strftime("%H:%M:%S", time.localtime(at))
                 result = ReloadResult(
                     message=f"reloaded: nothing changed ({last_by} applied this version "
@@ -183,9 +183,9 @@ class Reloader:
                 self.config_error = ""
                 self.last_ok, self.last_ok_at = True, time.time()
             self._unmark(marked)
-        changes = [f"{k}: {', '.join(v)}" for k, v in _lists(result).items() if v]
+        changes = _what_changed(result)
         if not result.rolled_back:  # a rollback said so when it began
-            sv.note("reloaded: " + ("; ".join(changes) or "nothing changed"))
+            sv.note("reloaded: " + (changes or "nothing changed"))
         if not changes and not result.message:
             result = ReloadResult(message="reloaded: nothing changed")
         return result
@@ -260,5 +260,7 @@ class Reloader:
         return Adoption(tuple(added), tuple(r.name for r in removed), targets)
 
 
-def _lists(result: ReloadResult) -> dict[str, tuple[str, ...]]:
-    return {"started": result.started, "stopped": result.stopped, "restarted": result.restarted}
+def _what_changed(result: ReloadResult) -> str:
+    """What a reload changed, as "started: a; restarted: b, c"; "" when nothing."""
+    lists = {"started": result.started, "stopped": result.stopped, "restarted": result.restarted}
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in lists.items() if v)
