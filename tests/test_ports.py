@@ -6,6 +6,7 @@ at a reload, nothing changed. Real processes and real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -315,3 +316,74 @@ ready = {{ log = "^listening" }}
         assert status["units"][0]["pid"] == pid
     finally:
         assert run.stop() == 0
+
+
+def test_a_rollback_whose_old_held_port_was_taken_meanwhile_says_so_and_settles(
+    running: tuple[Run, Client],
+) -> None:
+    """A reload moves a held port and its new instance fails; in between another program
+    took the old port. The rollback cannot give it back: the answer says so, naming the
+    unit and the port, every other unit is untouched, and nothing is left `changing`."""
+    run, client = running
+    good = run.stack.read_text()
+    old_port, new_port = free_ports(2)
+    web = client.status("web")
+
+    def unit(port: int, command: str) -> str:
+        return (
+            f"\n[processes.p]\ncommand = {command}\nport = {port}\nsocket = true\n"
+            'required = false\nready = { log = "^listening", timeout = 30 }\n'
+        )
+
+    run.stack.write_text(good + unit(old_port, LISTENER))
+    assert cli("reload", "-c", str(run.stack)).returncode == 0
+    wait_until(lambda: client.status("p")["ready"], "p ready")
+    # The new p never listens and exits 3 after a while: the reload rolls back.
+    failing = f'["{PY}", "{SVC}", "--sleep", "2", "--exit", "3"]'
+    run.stack.write_text(good + unit(new_port, failing))
+    reload = subprocess.Popen(
+        [PY, "-m", "supervisor", "reload", "-c", str(run.stack)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def take() -> bool:
+            try:
+                holder.bind(("127.0.0.1", old_port))
+            except OSError:
+                return False
+            holder.listen()
+            return True
+
+        wait_until(take, "the old port free once the old instance is gone", timeout=20)
+        out, err = reload.communicate(timeout=60)
+    finally:
+        if reload.poll() is None:
+            reload.kill()
+            reload.wait()
+        holder.close()
+    assert reload.returncode == 1, (out, err)
+    answer = out + err
+    assert "rolled back: p failed: exited 3" in answer, answer
+    gone = (
+        f"cannot listen on 127.0.0.1:{old_port} for unit p: "
+        "address already in use (another program holds it)"
+    )
+    assert gone in answer, answer
+    assert "internal error" not in answer
+    status = client.status()
+    assert all(model["state"] != "changing" for model in status["models"].values()), status
+    assert client.status("web")["pid"] == web["pid"]
+    assert client.status("p")["state"] == "failed", client.status("p")
+    assert client.status("p")["reason"] == gone
+    assert gone in (status["config_error"] or ""), status["config_error"]
+    # Once the port is free again, starting p binds it again.
+    result = cli("start", "p", "-c", str(run.stack))
+    assert result.returncode == 0, result
+    wait_until(lambda: client.status("p")["ready"], "p ready again")
+    assert ask(old_port)[0] == "p"

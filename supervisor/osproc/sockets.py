@@ -9,10 +9,11 @@ cold start execs through a tiny launcher that keeps the pid).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import anyio
@@ -90,6 +91,21 @@ class PortBook:
         self.ports: dict[str, int] = {}
         self._held: dict[str, socket.socket] = {}
         self._reserved: dict[str, socket.socket] = {}  # bound by `reserve`, for `assign`
+        self._unbound: dict[str, int] = {}  # held ports `lenient` let go unbound
+        self._lenient: list[Problem] | None = None
+
+    @contextlib.contextmanager
+    def lenient(self) -> Iterator[list[Problem]]:
+        """While inside, a held port that cannot be bound is not an error: the unit keeps
+        its port number, the problem is collected, and the unit's next start binds the
+        port again (`held`). A rollback goes through whatever another program took in
+        the meantime, and says so."""
+        problems: list[Problem] = []
+        self._lenient = problems
+        try:
+            yield problems
+        finally:
+            self._lenient = None
 
     def assign(self, name: str, port: int | str | None, hold: bool) -> None:
         """(Re)assign `name`'s port: a number, "auto" (a free one), or none. A held
@@ -109,7 +125,12 @@ class PortBook:
                 try:
                     sock = listening_socket(number)
                 except OSError as exc:
-                    raise ConfigError([self._problem(name, number, exc, self.file)]) from None
+                    problem = self._problem(name, number, exc, self.file)
+                    if self._lenient is None or not number:
+                        raise ConfigError([problem]) from None
+                    self._lenient.append(problem)
+                    self._unbound[name] = self.ports[name] = number
+                    return
             self._held[name] = sock
             self.ports[name] = _port_of(sock)
         elif port == "auto":
@@ -158,10 +179,23 @@ class PortBook:
         self._reserved.clear()
 
     def held(self, name: str) -> socket.socket | None:
+        """The socket held for `name`, bound now if `lenient` let it go unbound.
+
+        Raises:
+            ConfigError: that port still cannot be bound.
+        """
+        port = self._unbound.get(name)
+        if port is not None:
+            try:
+                self._held[name] = listening_socket(port)
+            except OSError as exc:  # not its own instance's: it has none now
+                raise ConfigError([self._problem(name, port, exc, "", itself=False)]) from None
+            del self._unbound[name]
         return self._held.get(name)
 
     def release(self, name: str) -> None:
         self.ports.pop(name, None)
+        self._unbound.pop(name, None)
         sock = self._held.pop(name, None)
         if sock is not None:
             sock.close()
@@ -171,18 +205,25 @@ class PortBook:
         for name in list(self._held):
             self.release(name)
 
-    def _user(self, port: int, name: str) -> str | None:
-        """The unit of this book that has `port` (`name` itself last: it may listen on
-        the port with its own socket, before a change gives it `socket = true`)."""
+    def _user(self, port: int, name: str, itself: bool = True) -> str | None:
+        """The unit of this book that has `port` (`name` itself last, if `itself`: it may
+        listen on the port with its own socket, before a change gives it `socket = true`)."""
         users = [n for n, p in self.ports.items() if p == port]
-        return next((n for n in users if n != name), users[0] if users else None)
+        mine = name if itself and name in users else None
+        return next((n for n in users if n != name), mine)
 
     def _problem(
-        self, name: str, port: int, exc: OSError, file: str, user: str | None = None
+        self,
+        name: str,
+        port: int,
+        exc: OSError,
+        file: str,
+        user: str | None = None,
+        itself: bool = True,
     ) -> Problem:
         process = name.rpartition("/")[2]
         if exc.errno == errno.EADDRINUSE:
-            user = user or self._user(port, name)
+            user = user or self._user(port, name, itself)
             if user == name:
                 who = f"{name}'s running instance listens on it: stop {name} first"
             elif user is not None:

@@ -28,6 +28,7 @@ import anyio.abc
 
 from supervisor.config.handoff import PublishError
 from supervisor.control.plane import LogRecord
+from supervisor.errors import ConfigError
 from supervisor.observe import Histogram, ToolList
 from supervisor.osproc.listening import ListenWatch
 from supervisor.osproc.pipes import read_lines
@@ -133,10 +134,11 @@ class Instance:
             sock = await notify_socket(record.notify_path)
         try:
             child = await self.host.launch(record, self.rendering)
-        except (SpawnError, WarmStartError) as exc:
+        except (SpawnError, WarmStartError, ConfigError) as exc:  # ConfigError: its port
             if sock is not None:
                 await sock.aclose()
-            return Ended(None, fatal=str(exc))
+            problems = exc.problems if isinstance(exc, ConfigError) else ()
+            return Ended(None, fatal="; ".join(p.message for p in problems) or str(exc))
         record.child = self.child = child
         self.to.spawned(child)
         swept = False  # what the leader left behind has been ended

@@ -167,9 +167,13 @@ class Reloader:
                 unit, reason = next(iter(failed.items()))
                 happened = what_happened(unit, reason)
                 sv.note(f"reload rolled back: {happened}")
-                back = await self._adopt(previous)
+                with sv.ports.lenient() as lost:  # a port taken meanwhile: said, not raised
+                    back = await self._adopt(previous)
                 marked |= self._mark(back.domains)
                 await self._settle(back, timeout, "rolling back the reload")
+                if lost:
+                    happened += "; not restored: " + "; ".join(p.message for p in lost)
+                    sv.note(f"reload rolled back: {happened}")
                 self.config_error = f"reload rolled back: {happened}"
                 result = ReloadResult(
                     result.started,
