@@ -71,6 +71,7 @@ EXIT_CODES = [
     (("logs", "nope"), 1, "unknown unit 'nope'"),
     (("logs", "--since", "yesterday"), 2, "--since: expected"),
     (("logs", "--grep", "("), 2, "grep: invalid regular expression"),
+    (("logs", "--grep", "(x+x+)+y"), 2, "grep: regular expression '(x+x+)+y' repeats"),
     (("restart", "alpha/echo", "--timeout", "nan"), 2, "positive number of seconds, got 'nan'"),
     (("set", "alpha", "A=1", "--timeout", "inf"), 2, "positive number of seconds, got 'inf'"),
 ]

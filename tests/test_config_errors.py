@@ -78,6 +78,11 @@ INVALID = [
         ["processes.web.ready.log", "invalid regular expression"],
     ),
     (
+        "log regex that backtracks exponentially",
+        "[processes.web]\ncommand = 'true'\nready = { log = '^up (\\w+\\s?)+$' }\n",
+        ["processes.web.ready.log", "'^up (\\w+\\s?)+$' repeats a repetition", "possessive"],
+    ),
+    (
         "missing command",
         "[processes.web]\nport = 'auto'\n",
         ["processes.web.command", "required key is missing"],

@@ -37,6 +37,8 @@ INVALID = [
      ["processes.web.ready.mcp", "unterminated"]),
     ("live log with a bad regex", SERVER + 'live = { log = "(" }\n',
      ["processes.web.live.log", "invalid regular expression"]),
+    ("live log that backtracks", SERVER + 'live = { log = "(a*)*b" }\n',
+     ["processes.web.live.log", "'(a*)*b' repeats a repetition"]),
     ("log = true", SERVER + "log = true\n", ["processes.web.log"]),
     ("a model in a global unit's log", SERVER + 'log = "${model}.log"\n',
      ["processes.web", "${model} cannot be used in a log path; only ${process}"]),

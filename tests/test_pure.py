@@ -14,7 +14,7 @@ from supervisor.config.handoff import PublishError, parse_published
 from supervisor.config.interpolate import TemplateSyntaxError, interpolate
 from supervisor.config.model import process_spec
 from supervisor.config.procfile import parse_procfile
-from supervisor.config.spec import Process
+from supervisor.config.spec import Process, check_regex
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.plan import RenderContext, expand, find_cycle, levels, render
 from supervisor.policy import FailureWindow, backoff_delay, should_restart
@@ -413,3 +413,21 @@ def test_a_validated_stack_holds_only_plain_values() -> None:
     assert type(web) is Process and type(web.ready) is Probe and type(web.live) is Liveness
     assert stack.models == {"alpha": {"SIGNATURE": "1"}}
     assert web.ready.kind == "tcp" and web.live.kind == "http"
+
+
+NESTED_REPEATS = [r"(a+)+$", r"(a*)*", r"^up (\w+\s?)+$", r"(x+x+)+y", r"(?:(a+))+", r"(\w+|\s+)+"]
+NESTED_REPEATS += [r"foo(bar(a+)*)+", r"(.*)*", r"(?=(a+)+)x", r"(a+){2,}"]
+LINEAR_ENOUGH = [r"^listening", r".*up.*", r"(\d+\.)+\d+", r"(\w+\s)+", r"(a++)+", r"(?>a+)+"]
+LINEAR_ENOUGH += [r"(a|b)+", r"(ab|cd)+", r"(?:x(a+))+", r"(a+){2,5}", r"Uvicorn running on"]
+
+
+@pytest.mark.parametrize("pattern", NESTED_REPEATS)
+def test_a_log_pattern_that_repeats_a_repetition_is_refused(pattern: str) -> None:
+    with pytest.raises(ValueError, match="repeats a repetition") as caught:
+        check_regex(pattern)
+    assert f"'{pattern}'" in str(caught.value)
+
+
+@pytest.mark.parametrize("pattern", LINEAR_ENOUGH)
+def test_a_log_pattern_with_a_separator_or_no_backtracking_is_taken(pattern: str) -> None:
+    check_regex(pattern)

@@ -9,7 +9,6 @@ runtime, which reads `spec.Probe` and `spec.Liveness`.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
@@ -120,10 +119,7 @@ class LivenessModel(StrictModel):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
+            check_regex(value)
         return value
 
     @field_validator("http", "mcp")

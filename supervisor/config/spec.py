@@ -14,7 +14,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from supervisor.errors import InvalidValue
 from supervisor.secrets import redact
@@ -114,6 +114,68 @@ def check_regex(pattern: str) -> None:
         re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
+    nested = _nested_repeat(pattern)
+    if nested:
+        raise ValueError(
+            f"regular expression '{nested}' repeats a repetition: on a line that almost "
+            "matches it can take exponential time, and it runs in the supervisor; make "
+            "the inner part possessive (a++, \\w*+) or atomic ((?>...)), or drop a "
+            "quantifier"
+        )
+
+
+def _nested_repeat(pattern: str) -> str:
+    """`pattern` if it has an unbounded repeat (`*`, `+`, `{n,}`) of something that can
+    match one text in several ways, as in `(a+)+`, `(\\w+\\s?)*`, `(x+x+)+`: all of the
+    repeated body varies in length or may match nothing. Such a body makes the
+    backtracking matcher try exponentially many splits of a line that fails. Possessive
+    repeats and atomic groups never backtrack, so they are fine; so is a body with a
+    fixed-width separator (`(\\d+\\.)+`). This catches the usual cause, not every slow
+    pattern (`(.*,)*` passes). "" when there is none."""
+    # re's own parser (private, but the one re.compile used a moment ago); a layout it
+    # no longer has skips the check rather than refusing a pattern.
+    try:
+        from re import _constants as sre  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]
+
+        tree: Any = _parser.parse(pattern)
+        return pattern if _has_nested_repeat(list(tree), sre, _parser, tree.state) else ""
+    except Exception:
+        return ""
+
+
+def _has_nested_repeat(items: list[Any], sre: Any, parser: Any, state: Any) -> bool:
+    for op, av in items:
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[1] == sre.MAXREPEAT:
+            body = list(av[2])
+            while len(body) == 1 and body[0][0] is sre.SUBPATTERN:  # (group) of one item
+                body = list(body[0][1][3])
+            varying = separated = False
+            for item in body:
+                low, high = parser.SubPattern(state, [item]).getwidth()
+                if item[0] in (sre.POSSESSIVE_REPEAT, sre.ATOMIC_GROUP) or high == low:
+                    separated = separated or low > 0
+                else:
+                    varying = True
+            if varying and not separated:
+                return True
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            children = [av[2]]
+        elif op is sre.SUBPATTERN:
+            children = [av[3]]
+        elif op is sre.ATOMIC_GROUP:
+            children = [av]
+        elif op is sre.BRANCH:
+            children = list(av[1])
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            children = [av[1]]
+        elif op is sre.GROUPREF_EXISTS:
+            children = [part for part in av[1:] if part is not None]
+        else:
+            children = []
+        if any(_has_nested_repeat(list(child), sre, parser, state) for child in children):
+            return True
+    return False
 
 
 def validate_model(name: str, keys: Mapping[str, str]) -> None:
