@@ -193,7 +193,14 @@ def _run(args: argparse.Namespace) -> int:
     limit = Limits(settings.max_connections, settings.request_timeout)
     front_ends: list[FrontEnd] = [
         partial(handle_signals, live),
-        partial(serve_control, live, supervisor.registry_link, limit, supervisor.note),
+        partial(
+            serve_control,
+            live,
+            supervisor.registry_link,
+            limit,
+            supervisor.note,
+            bound=supervisor.socket_bound,
+        ),
         live.serve,
     ]
     address = settings_value(loaded, "http")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.client import Client, ClientError
+from tests.conftest import TOKEN_VAR, processes_with_token
 from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
 
 STACK = f"""
@@ -453,13 +454,25 @@ def test_client_commands_exit_3_when_no_supervisor_runs(tmp_path: Path) -> None:
     assert "no supervisor answers" in result.stderr
 
 
-def test_a_second_supervisor_on_the_same_socket_is_refused(
+def test_a_second_supervisor_on_the_same_socket_is_refused_and_takes_nothing_away(
     stack: tuple[Run, Client],
 ) -> None:
-    run, _ = stack
+    """The refused one and its guard leave the first supervisor's socket and registry
+    entry alone: once they are gone, the first still answers, by socket and by file."""
+    run, client = stack
+    token = os.environ[TOKEN_VAR]
+
+    def guards() -> set[int]:
+        return {p.pid for p in processes_with_token(token) if "guard.sh" in " ".join(p.cmdline())}
+
+    before = guards()
     result = cli("run", "-c", str(run.stack), timeout=30)
     assert result.returncode == 2
     assert "another supervisor is running" in result.stderr
+    wait_until(lambda: guards() == before, "the refused supervisor's guard gone")
+    assert {u["unit"] for u in client.status()["units"]} == set(UNITS)
+    shown = cli("status", "-c", str(run.stack))
+    assert shown.returncode == 0, shown
 
 
 def test_broken_file_on_reload_changes_nothing(stack: tuple[Run, Client]) -> None:

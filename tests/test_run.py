@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from supervisor.socket_registry import registry_entry
 from tests.helpers import PY, ROOT, SVC, Run, cli, pid_alive, wait_until, write_stack
 
 TWO_MODELS = f"""
@@ -274,6 +275,21 @@ command = ["{PY}", "{SVC}", "--dump", "{out}", "--tree", "group"]
     wait_until(
         lambda: not [p for p in pids if pid_alive(p)], "every unit and grandchild gone", timeout=10
     )
+
+
+def test_after_kill_9_the_guard_removes_the_control_socket_and_its_registry_entry(
+    tmp_path: Path,
+) -> None:
+    stack = write_stack(tmp_path, f'[processes.a]\ncommand = ["{PY}", "{SVC}"]\n')
+    run = Run(stack)
+    run.event("a", "running", ready=True)
+    sock = tmp_path / ".supervise" / "control.sock"
+    entry = registry_entry(stack)
+    assert entry is not None
+    assert sock.is_socket()
+    assert os.readlink(entry) == str(sock)
+    run.kill()
+    wait_until(lambda: not sock.exists() and not os.path.islink(entry), "socket and entry removed")
 
 
 ADOPTER = """

@@ -99,10 +99,12 @@ async def serve_control(
     registry_link: str | None,
     limits: Limits,
     note: Callable[[str], None],
+    bound: Callable[[], None] = lambda: None,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """A front end: the control socket, until cancelled."""
+    """A front end: the control socket, until cancelled. `bound` is called once the
+    socket is this supervisor's (never for one another supervisor holds)."""
     view = plane.view()
     path = Path(view.socket)
     _prepare_socket(path, view.stack_file)
@@ -112,6 +114,7 @@ async def serve_control(
     except OSError as exc:
         raise _problem(view.stack_file, path, f"cannot listen: {exc.strerror or exc}") from exc
     _register(registry_link, str(path))
+    bound()
     try:
         task_status.started()
         await serve(listener, ControlApi(plane).handle, peer_pid, limits=limits, note=note)

@@ -68,6 +68,11 @@ class Guard:
     def forget(self, sid: int) -> None:
         self._write(f"-{sid}\n")
 
+    def socket_bound(self) -> None:
+        """The control socket is this supervisor's now: the guard may remove it, and the
+        registry entry, if the supervisor dies without doing so."""
+        self._write("=\n")
+
     def _write(self, text: str) -> None:
         process = self._process
         if process is None or process.stdin is None:

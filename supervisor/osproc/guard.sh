@@ -9,9 +9,10 @@
 # environment carries a marker under RUNTIME_DIR (`SUPERVISE_ENV=RUNTIME_DIR/...`: every
 # process of every unit has one, warm units and daemons that called setsid included),
 # until none is left or PATIENCE rounds have passed; then it removes RUNTIME_DIR
-# (published keys, signatures among them, must not outlive the stack), LINK (the
-# supervisor's entry in the per-user registry) if it still points at SOCKET, and SOCKET
-# if it is a socket.
+# (published keys, signatures among them, must not outlive the stack) and, once the line
+# `=` said the supervisor bound SOCKET (a refused second supervisor never did: the socket
+# and the entry are another one's), LINK (the supervisor's entry in the per-user
+# registry) if it still points at SOCKET, and SOCKET if it is a socket.
 
 rt=$1
 link=${2:-}
@@ -23,8 +24,10 @@ GROUP_ROUNDS=3 # rounds in which a unit's process group still answering keeps th
 trap '' INT HUP
 
 sessions=" "
+bound=0
 while IFS= read -r line; do
     case $line in
+    =) bound=1 ;;
     +*) sessions="$sessions${line#+} " ;;
     -*)
         kept=" "
@@ -69,10 +72,10 @@ while [ "$round" -lt "$PATIENCE" ]; do
 done
 
 rm -rf -- "$rt"
-if [ -n "$link" ] && [ "$(readlink -- "$link" 2>/dev/null)" = "$sock" ]; then
+if [ "$bound" = 1 ] && [ -n "$link" ] && [ "$(readlink -- "$link" 2>/dev/null)" = "$sock" ]; then
     rm -f -- "$link"
 fi
-if [ -n "$sock" ] && [ -S "$sock" ]; then
+if [ "$bound" = 1 ] && [ -n "$sock" ] && [ -S "$sock" ]; then
     rm -f -- "$sock"
 fi
 if [ "$killed" -gt 0 ]; then

@@ -512,6 +512,10 @@ class Supervisor:
     def released(self, child: Child) -> None:
         self.guard.forget(child.pid)
 
+    def socket_bound(self) -> None:
+        """The control socket is ours: the guard removes it if this process dies."""
+        self.guard.socket_bound()
+
 
 def _signal_first(records: list[UnitRecord]) -> None:
     """Send every running unit of a level its stop signal at once, before each unit's
