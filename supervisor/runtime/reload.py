@@ -172,8 +172,9 @@ class Reloader:
                 marked |= self._mark(back.domains)
                 await self._settle(back, timeout, "rolling back the reload")
                 if lost:
-                    happened += "; not restored: " + "; ".join(p.message for p in lost)
-                    sv.note(f"reload rolled back: {happened}")
+                    missing = "not restored: " + "; ".join(p.message for p in lost)
+                    sv.note(f"reload rolled back, {missing}")
+                    happened += f"; {missing}"
                 self.config_error = f"reload rolled back: {happened}"
                 result = ReloadResult(
                     result.started,
