@@ -18,6 +18,7 @@ from supervisor.config.spec import Process, check_regex
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.plan import RenderContext, expand, find_cycle, levels, render
 from supervisor.policy import FailureWindow, backoff_delay, should_restart
+from supervisor.runtime.keys import ModelKeys
 from supervisor.state import IllegalTransition, State, Status, advance
 
 VARS = {"HOME": "/home/x", "EMPTY": "", "PORT": "8080"}
@@ -431,3 +432,18 @@ def test_a_log_pattern_that_repeats_a_repetition_is_refused(pattern: str) -> Non
 @pytest.mark.parametrize("pattern", LINEAR_ENOUGH)
 def test_a_log_pattern_with_a_separator_or_no_backtracking_is_taken(pattern: str) -> None:
     check_regex(pattern)
+
+
+def test_a_secret_key_set_or_published_is_masked_at_once_and_others_leave_the_mask_alone() -> None:
+    keys = ModelKeys({"alpha": {"SIGNATURE": "alpha-v1", "API_KEY": "sk-file-1234"}})
+    redactor = keys.redactor
+    assert redactor.mask("key sk-file-1234") == "key ***"
+    assert keys.change("alpha", {"OPENAI_API_KEY": "sk-api-56789"}) == ["OPENAI_API_KEY"]
+    assert redactor.mask("sk-api-56789 and sk-file-1234") == "*** and ***"
+    values = redactor.values
+    assert keys.change("alpha", {"SIGNATURE": "alpha-v2"}) == ["SIGNATURE"]
+    assert redactor.values == values  # no secret changed: the same values
+    assert keys.publish("alpha", {"SESSION_TOKEN": "tok-abcdef"}) == ["SESSION_TOKEN"]
+    assert redactor.mask("tok-abcdef") == "***"
+    assert keys.change("alpha", {}, unset=["OPENAI_API_KEY"]) == ["OPENAI_API_KEY"]
+    assert redactor.mask("sk-api-56789") == "sk-api-56789"  # no longer a known secret

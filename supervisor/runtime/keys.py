@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from supervisor.secrets import Redactor
+from supervisor.secrets import Redactor, is_secret
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ModelKeys:
     def _changed(self, model: str, before: Mapping[str, str]) -> list[str]:
         after = self.keys(model)
         changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
-        if changed:
+        if any(is_secret(k) for k in changed):  # else the secret values are as they were
             self._refresh()
         return changed
 
