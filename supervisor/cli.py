@@ -252,7 +252,10 @@ def _client_command(args: argparse.Namespace) -> int:
         if stack is not None:
             from supervisor.socket_registry import socket_from_stack_file
 
-            socket_path, how = socket_from_stack_file(stack)
+            try:
+                socket_path, how = socket_from_stack_file(stack, must_exist=True)
+            except FileNotFoundError:
+                raise UsageError(f"{stack}: no such file, and no supervisor runs it") from None
             api = client.Client(socket_path, how=how)
         else:
             api = client.Client()

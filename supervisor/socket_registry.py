@@ -46,11 +46,18 @@ def ensure_registry_dir(directory: str | os.PathLike[str]) -> bool:
 _CONTROL_SOCKET = r"""^\s*control_socket\s*=\s*(?:"([^"\n]*)"|'([^'\n]*)')"""
 
 
-def socket_from_stack_file(path: str | os.PathLike[str]) -> tuple[str, str]:
+def socket_from_stack_file(
+    path: str | os.PathLike[str], must_exist: bool = False
+) -> tuple[str, str]:
     """The control socket of the supervisor running `path`, and how it was found: the
     registry entry a running supervisor made for this file, else the file's
     `control_socket` (read leniently: a file that does not parse is searched for the
-    line), else the default next to the file."""
+    line), else the default next to the file.
+
+    Raises:
+        FileNotFoundError: `must_exist`, no supervisor registered the file, and there is
+            no such file (a mistyped `-c`; a file removed while it runs is still found).
+    """
     path = os.fspath(path)
     entry = registry_entry(path)
     if entry is not None and ensure_registry_dir(os.path.dirname(entry)):
@@ -63,6 +70,9 @@ def socket_from_stack_file(path: str | os.PathLike[str]) -> tuple[str, str]:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
+    except FileNotFoundError:
+        if must_exist:
+            raise
     except (OSError, UnicodeDecodeError):
         pass
     if path.endswith(".toml") and text:

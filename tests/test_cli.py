@@ -229,3 +229,21 @@ def test_a_co_installed_supervisord_is_reported_at_start_up(tmp_path: Path) -> N
     assert "supervisord (supervisor 4.2.5) is installed in this environment" in result.stderr
     clean = cli("check", "-c", str(stack))
     assert "supervisord" not in clean.stderr
+
+
+def test_a_mistyped_stack_file_is_named_and_a_removed_one_still_finds_its_supervisor(
+    running: Run, tmp_path: Path
+) -> None:
+    typo = tmp_path / "supervise.tmol"
+    result = cli("status", "-c", str(typo))
+    assert result.returncode == 2, result
+    assert f"supervise: {typo}: no such file, and no supervisor runs it" in result.stderr
+    # A stack file removed while its stack runs: the supervisor registered it.
+    moved = running.stack.with_name("moved.toml")
+    running.stack.rename(moved)
+    try:
+        shown = cli("status", "-c", str(running.stack))
+        assert shown.returncode == 0, shown
+        assert "alpha/echo" in shown.stdout
+    finally:
+        moved.rename(running.stack)
