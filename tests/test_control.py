@@ -1111,6 +1111,49 @@ def test_a_stop_during_an_overlapping_restart_returns_once_both_instances_are_go
         assert run.stop() == 0
 
 
+def test_a_reload_removing_a_unit_during_its_overlapping_restart_answers_that_restart(
+    tmp_path: Path,
+) -> None:
+    # The first instance listens at once, every later one only after 30 s: the restart's
+    # successor is still starting when the reload removes the unit. The restart is
+    # answered then, not at its timeout, and neither instance is left.
+    flag = tmp_path / "first-done"
+    script = (
+        f"if [ ! -e {flag} ]; then touch {flag}; exec {PY} {SVC} --listen; fi; "
+        f"exec {PY} {SVC} --listen --delay 30"
+    )
+    path = held_stack(tmp_path, f'["sh", "-c", \'{script}\']')
+    run = Run(path)
+    try:
+        old = run.event("alpha/held", "running", ready=True)["pid"]
+        mark = len(run.records)
+        restart = subprocess.Popen(
+            [PY, "-m", "supervisor", "restart", "alpha/held", "--timeout", "120", "-c", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            new = run.event("alpha/held", "running", after=mark)["pid"]
+            assert new != old and os.path.exists(f"/proc/{old}")  # both alive: the overlap
+            other = f'[processes.other]\ncommand = ["{PY}", "{SVC}"]\n'
+            path.write_text('[models.alpha]\nSIGNATURE = "v1"\n' + other)
+            reloaded = cli("reload", "-c", str(path))
+            assert reloaded.returncode == 0, reloaded
+            out, err = restart.communicate(timeout=60)
+        finally:
+            if restart.poll() is None:
+                restart.kill()
+                restart.wait()
+        assert restart.returncode == 1, (out, err)
+        assert "alpha/held: stopped (removed from the stack)" in out + err, (out, err)
+        for pid in (old, new):
+            assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} outlived its unit"
+    finally:
+        assert run.stop() == 0
+
+
 class Hammer:
     """A client connecting to `port` in a loop until the block ends; what answered."""
 

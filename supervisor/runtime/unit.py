@@ -243,20 +243,25 @@ class UnitRunner:
     async def _retire_after(
         self, settled: Waiter, serving: _Serving, waiter: Waiter | None
     ) -> None:
-        await settled.done.wait()
-        if self._serving is serving:
-            self._serving = None
-        # The successor is ready, or the unit is stopping. Tested by the flag, not by
-        # `retired`: an instance handed back may already be retired by the next overlap.
-        if not serving.handed_back:
-            pid = _pid(serving)
-            serving.life.cancel()
-            await serving.done.wait()
-            replaced = settled.verdict is not None and settled.verdict.ok
-            after = "its successor serves" if replaced else "the unit is stopping"
-            self.host.observed(self.record, f"previous instance, pid {pid}, stopped: {after}")
-        if waiter is not None and settled.verdict is not None:
-            waiter.resolve(settled.verdict)
+        try:
+            await settled.done.wait()
+            if self._serving is serving:
+                self._serving = None
+            # The successor is ready, or the unit is stopping. Tested by the flag, not by
+            # `retired`: an instance handed back may already be retired by the next overlap.
+            if not serving.handed_back:
+                pid = _pid(serving)
+                serving.life.cancel()
+                await serving.done.wait()
+                replaced = settled.verdict is not None and settled.verdict.ok
+                after = "its successor serves" if replaced else "the unit is stopping"
+                self.host.observed(self.record, f"previous instance, pid {pid}, stopped: {after}")
+        finally:
+            # Also when the unit's task group is cancelled meanwhile (the unit removed by a
+            # reload): `_stop` has ended both instances by then; the caller learns it now.
+            if waiter is not None:
+                cut = Verdict(False, "stopped before the new instance was ready")
+                waiter.resolve(settled.verdict or cut)
 
     def _serve_on(self, life: anyio.CancelScope, ended: Ended) -> bool:
         """Overlap: a successor that ended before it was ready hands the unit back to
