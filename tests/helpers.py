@@ -49,6 +49,18 @@ def cli(
     )
 
 
+def cli_started(*args: str) -> subprocess.Popen[str]:
+    """Start a `supervise` command and return at once (its output piped, as text); the
+    caller ends it with `communicate` or kills it."""
+    return subprocess.Popen(
+        [PY, "-m", "supervisor", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def wait_until(
     predicate: Callable[[], Any], what: str, timeout: float = WAIT, interval: float = 0.02
 ) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import __version__
-from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
+from tests.helpers import PY, SVC, Run, cli, cli_started, wait_until, write_stack
 
 STACK = f"""
 [models.alpha]
@@ -156,13 +156,7 @@ def test_status_of_one_unit_shows_cpu_and_rss(running: Run) -> None:
 
 
 def test_status_watch_refreshes_and_ctrl_c_ends_it_quietly(running: Run) -> None:
-    proc = subprocess.Popen(
-        [PY, "-m", "supervisor", "status", "--watch", "0.2", "-c", str(running.stack)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = cli_started("status", "--watch", "0.2", "-c", str(running.stack))
     try:
         assert proc.stdout is not None
         headers = 0
@@ -197,13 +191,7 @@ def test_a_closed_pipe_ends_a_client_command_quietly(running: Run) -> None:
 
 
 def test_ctrl_c_of_logs_follow_is_not_a_traceback(running: Run) -> None:
-    proc = subprocess.Popen(
-        [PY, "-m", "supervisor", "logs", "-f", "-c", str(running.stack)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = cli_started("logs", "-f", "-c", str(running.stack))
     try:
         assert proc.stdout is not None
         wait_until(lambda: bool(proc.stdout.readline()), "a first line")  # type: ignore[union-attr]

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import threading
 import time
 import urllib.error
@@ -20,7 +19,7 @@ import pytest
 
 from supervisor.client import Client, ClientError
 from tests.conftest import TOKEN_VAR, processes_with_token
-from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
+from tests.helpers import PY, SVC, Run, cli, cli_started, wait_until, write_stack
 
 STACK = f"""
 [supervise]
@@ -125,13 +124,7 @@ ready = {{ tcp = "${{port}}", timeout = 60 }}
         run.event("alpha/trade", "running", ready=True)
         flag.touch()
         mark = len(run.records)
-        setter = subprocess.Popen(
-            [PY, "-m", "supervisor", "set", "alpha", "SIGNATURE=v2", "-c", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        setter = cli_started("set", "alpha", "SIGNATURE=v2", "-c", str(path))
         note = run.line("supervise", "rolling back model alpha")
         assert run.records.index(note) > mark
         run.event("alpha/trade", "running", after=run.records.index(note))
@@ -169,13 +162,7 @@ inject = ["SIGNATURE"]
     run = Run(path)
     try:
         run.event("alpha/trade", "running", ready=True)
-        setter = subprocess.Popen(
-            [PY, "-m", "supervisor", "set", "alpha", "SIGNATURE=v2", "-c", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        setter = cli_started("set", "alpha", "SIGNATURE=v2", "-c", str(path))
         try:
             time.sleep(1.5)
             dropped = cli("drop", "alpha", "-c", str(path))
@@ -211,13 +198,7 @@ ready = {{ tcp = "${{port}}", timeout = 60 }}
     )
     run = Run(path)
     first = run.event("alpha/trade", "running", ready=True)
-    setter = subprocess.Popen(
-        [PY, "-m", "supervisor", "set", "alpha", "DELAY=30", "-c", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    setter = cli_started("set", "alpha", "DELAY=30", "-c", str(path))
     try:
         # The new instance is up but not ready (it listens only after 30 s): the set waits.
         second = run.event("alpha/trade", "running", after=run.records.index(first) + 1)
@@ -1127,13 +1108,7 @@ def test_a_reload_removing_a_unit_during_its_overlapping_restart_answers_that_re
     try:
         old = run.event("alpha/held", "running", ready=True)["pid"]
         mark = len(run.records)
-        restart = subprocess.Popen(
-            [PY, "-m", "supervisor", "restart", "alpha/held", "--timeout", "120", "-c", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        restart = cli_started("restart", "alpha/held", "--timeout", "120", "-c", str(path))
         try:
             new = run.event("alpha/held", "running", after=mark)["pid"]
             assert new != old and os.path.exists(f"/proc/{old}")  # both alive: the overlap

@@ -6,7 +6,6 @@ at a reload, nothing changed. Real processes and real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from supervisor.client import Client
 from tests.conftest import processes_with_token
-from tests.helpers import PY, SVC, Run, cli, wait_until, write_stack
+from tests.helpers import PY, SVC, Run, cli, cli_started, wait_until, write_stack
 
 SLEEPER = f'["{PY}", "{SVC}", "--sleep", "3600"]'
 LISTENER = f'["{PY}", "{SVC}", "--listen"]'
@@ -341,13 +340,7 @@ def test_a_rollback_whose_old_held_port_was_taken_meanwhile_says_so_and_settles(
     # The new p never listens and exits 3 after a while: the reload rolls back.
     failing = f'["{PY}", "{SVC}", "--sleep", "2", "--exit", "3"]'
     run.stack.write_text(good + unit(new_port, failing))
-    reload = subprocess.Popen(
-        [PY, "-m", "supervisor", "reload", "-c", str(run.stack)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    reload = cli_started("reload", "-c", str(run.stack))
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
