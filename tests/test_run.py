@@ -292,6 +292,39 @@ def test_after_kill_9_the_guard_removes_the_control_socket_and_its_registry_entr
     wait_until(lambda: not sock.exists() and not os.path.islink(entry), "socket and entry removed")
 
 
+def test_a_second_supervisor_of_the_same_file_on_another_socket_leaves_c_file_to_the_first(
+    tmp_path: Path,
+) -> None:
+    """`-c FILE` keeps reaching the supervisor that ran FILE first, while the second (told
+    how it can be reached) runs and after it stops; the second is reached by its socket."""
+    stack = write_stack(
+        tmp_path,
+        f'[supervise]\ncontrol_socket = "${{SOCK_DIR}}/control.sock"\n'
+        f'[processes.a]\ncommand = ["{PY}", "{SVC}"]\n',
+    )
+    first_sock, second_sock = tmp_path / "one" / "control.sock", tmp_path / "two" / "control.sock"
+    first = Run(stack, env={"SOCK_DIR": str(first_sock.parent)})
+    first.event("a", "running", ready=True)
+    second = Run(stack, env={"SOCK_DIR": str(second_sock.parent)})
+    second.event("a", "running", ready=True)
+
+    def supervisor_pid(*args: str, env: dict[str, str] | None = None) -> int:
+        result = cli("status", "--json", *args, env=env)
+        assert result.returncode == 0, result.stderr
+        pid: int = json.loads(result.stdout)["supervisor"]["pid"]
+        return pid
+
+    told = second.wait_for(lambda r: "run by another supervisor too" in r.get("line", ""), "note")
+    assert f"SUPERVISE_SOCKET={second_sock}" in told["line"]
+    assert supervisor_pid("-c", str(stack)) == first.proc.pid
+    assert supervisor_pid(env={"SUPERVISE_SOCKET": str(second_sock)}) == second.proc.pid
+    assert second.stop() == 0
+    assert supervisor_pid("-c", str(stack)) == first.proc.pid
+    assert first.stop() == 0
+    entry = registry_entry(stack)
+    assert entry is not None and not os.path.lexists(entry)
+
+
 ADOPTER = """
 import ctypes, json, os, signal, subprocess, sys, time
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the orphans come here

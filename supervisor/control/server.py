@@ -64,28 +64,40 @@ def _prepare_socket(path: Path, stack_file: str) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise _problem(stack_file, parent, "directory is not writable")
     if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # stale: its supervisor is gone
-        else:
+        if _answers(str(path)):
             raise _problem(stack_file, path, "another supervisor is running on it")
-        finally:
-            probe.close()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # stale: its supervisor is gone
 
 
-def _register(entry: str | None, target: str) -> None:
-    """Point the registry entry at our socket (atomically: a symlink renamed over)."""
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _register(entry: str | None, target: str) -> str | None:
+    """Point the registry entry at our socket (atomically: a symlink renamed over),
+    unless another supervisor of the same stack file, on another socket, still answers
+    there: `-c FILE` keeps reaching the first one. Returns that one's socket, if so."""
     if entry is None or not ensure_registry_dir(os.path.dirname(entry)):
-        return
+        return None
     link = Path(entry)
+    with contextlib.suppress(OSError):
+        current = os.readlink(link)
+        if current != target and _answers(current):
+            return current
     temporary = link.with_name(f".{link.name}.{os.getpid()}")
     with contextlib.suppress(OSError):
         temporary.unlink(missing_ok=True)
         os.symlink(target, temporary)
         os.replace(temporary, link)
+    return None
 
 
 def _unregister(link: str | None, target: str) -> None:
@@ -113,7 +125,12 @@ async def serve_control(
         path.chmod(0o600)
     except OSError as exc:
         raise _problem(view.stack_file, path, f"cannot listen: {exc.strerror or exc}") from exc
-    _register(registry_link, str(path))
+    other = _register(registry_link, str(path))
+    if other is not None:
+        note(
+            f"{view.stack_file} is run by another supervisor too, on {other}: -c FILE "
+            f"reaches that one; reach this one with SUPERVISE_SOCKET={path}"
+        )
     bound()
     try:
         task_status.started()
