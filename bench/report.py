@@ -78,6 +78,7 @@ METRICS: dict[str, tuple[str, str, Callable[[Trial], Any]]] = {
         lambda t: [s * 1000 for s in (_get(t, "a", "status_s") or [])] or None,
     ),
 }
+BOOT_B = {"kill9_gone"}  # metrics of the kill -9 boot
 RATIO_METRICS = ("cold_start", "restart_answer", "env_answer", "sigterm_gone")
 # What a missing value means where it is not simply "no such mechanism".
 TIMED_OUT = {
@@ -126,8 +127,10 @@ def summarize(trials: list[Trial]) -> dict[str, Any]:
             mine = [t for t in trials if t["tool"] == tool and t["n"] == n]
             figures: dict[str, Any] = {"trials": len(mine)}
             for name, (_, _, pull) in METRICS.items():
-                values = _values(mine, pull)
-                missing = sum(1 for t in mine for v in _listed(pull(t)) if v is None)
+                # The kill -9 boot is made in the first repeats only (--kill9-repeats).
+                pool = [t for t in mine if "b" in t] if name in BOOT_B else mine
+                values = _values(pool, pull)
+                missing = sum(1 for t in pool for v in _listed(pull(t)) if v is None)
                 figures[name] = (
                     {
                         "median": statistics.median(values),

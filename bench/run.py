@@ -60,6 +60,7 @@ BIG_N = 500  # one round after the repeats, with BIG_TOOLS only
 # from N = 50 on) and honcho forks one Python worker per process (3.3 GiB RSS at N = 200).
 BIG_TOOLS = "floor,supervise"
 GAP_RESTARTS = 10
+KILL9_REPEATS = 1
 CHANGES = 3  # restarts and env changes per boot, each on a unit of its own (quick: 1)
 QUICK_IDLE_WINDOW = 5.0
 SMALL_N_IDLE_WINDOW = 3.0  # idle window below the largest N (the target is at the largest)
@@ -116,6 +117,15 @@ def _parse() -> argparse.Namespace:
         type=float,
         default=None,
         help="idle CPU window at the largest N, scaled to 30 s (default 6)",
+    )
+    parser.add_argument(
+        "--kill9-repeats",
+        type=int,
+        default=KILL9_REPEATS,
+        metavar="K",
+        help="make the kill -9 boot (cold start with grandchildren, then SIGKILL to the "
+        f"supervisor) in the first K repeats of each tool and N (default {KILL9_REPEATS}: its "
+        "answer, who is left, does not vary; 0: never)",
     )
     parser.add_argument(
         "--grandchild",
@@ -285,7 +295,8 @@ def one_trial(
     machine0 = procs.cpu_jiffies()
     idle = args.idle_window if n == max(args.ns) else min(SMALL_N_IDLE_WINDOW, args.idle_window)
     lifetime = 600.0  # no service outlives this, even if everything else failed
-    for boot, grandchild in (("a", "none"), ("b", args.grandchild)):
+    boots = [("a", "none")] + [("b", args.grandchild)] * (repeat < args.kill9_repeats)
+    for boot, grandchild in boots:
         service = ServiceArgs(args.delay, grandchild, lifetime)
         trial_id = f"{tool}-n{n}-r{repeat}-{boot}"
         stack = scenarios.Stack(TOOLS[tool], n, service, run, trial_id, root, rng)
@@ -347,9 +358,10 @@ def progress(index: int, total: int, trial: dict[str, Any], elapsed: float) -> s
     if a.get("rss") is not None:
         parts.append(f"rss {a['rss'] / report.MIB:.1f} MiB")
     parts.append(f"SIGTERM {_fmt(a.get('sigterm_gone_s'))}")
-    kill9 = b.get("kill9_gone_s")
-    left = f"not gone: {b.get('kill9_left')}"
-    parts.append(f"kill-9 {_fmt(kill9) if kill9 is not None else left}")
+    if b:
+        kill9 = b.get("kill9_gone_s")
+        left = f"not gone: {b.get('kill9_left')}"
+        parts.append(f"kill-9 {_fmt(kill9) if kill9 is not None else left}")
     if (a.get("idle_machine_busy") or 0) > report.BUSY_WARNING:
         parts.append(f"machine {a['idle_machine_busy']:.0%} busy during idle window")
     errors = [x["error"] for x in (a, b) if x.get("error")]
