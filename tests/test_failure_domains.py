@@ -178,6 +178,47 @@ def test_without_rollback_a_bad_set_fails_only_its_model_and_start_brings_it_bac
     assert run.proc.poll() is None
 
 
+def test_a_reload_leaves_a_failed_model_failed_and_applies_to_the_others(
+    healthy: tuple[Run, Client],
+) -> None:
+    """A reload that changes a process every model runs, and adds one, restarts and
+    starts them in the running models only: the failed model is not started again by it
+    (nor can it make the reload roll back); `start MODEL` brings it back on the new file."""
+    run, client = healthy
+    stack = str(run.stack)
+    assert cli("set", "beta", "MODE=exit78", "--no-rollback", "-c", stack).returncode == 1
+    run.event("beta/agent", "stopped")
+    before = pids(client)
+    edited = (
+        run.stack.read_text().replace(
+            "max_failures = 1\n", 'max_failures = 1\nenv = { EDITED = "1" }\n'
+        )
+        + f'\n[processes.extra]\nper_model = true\ncommand = ["{PY}", "{SVC}"]\n'
+    )
+    path = run.stack.with_suffix(".new")
+    path.write_text(edited)
+    path.replace(run.stack)  # the watcher may apply it first: the log says what was done
+    result = cli("reload", "-c", stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = run.wait_for(lambda r: r.get("line", "").startswith("reloaded: started"), "reloaded")
+    assert done["line"] == "reloaded: started: alpha/extra; restarted: alpha/trade", done
+    status = client.status()
+    assert status["models"]["beta"]["state"] == "failed"
+    assert status["models"]["alpha"]["state"] == "running"
+    units = {u["unit"]: u for u in status["units"]}
+    assert units["beta/trade"]["state"] == "failed"
+    assert units["beta/extra"]["state"] == "stopped"
+    assert units["alpha/extra"]["state"] == "running"
+    assert pids(client)["alpha/trade"] != before["alpha/trade"]
+    assert not [r for r in run.records if "rolled back" in r.get("line", "")]
+    assert cli("set", "beta", "MODE=ok", "-c", stack).returncode == 0
+    started = cli("start", "beta", "-c", stack)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "beta/extra" in started.stdout
+    assert client.status()["models"]["beta"]["state"] == "running"
+    assert ask(client.status("beta/trade")["port"])[2] == "ok"
+
+
 def test_concurrent_sets_on_two_models_are_independent_batches(
     healthy: tuple[Run, Client],
 ) -> None:
@@ -296,6 +337,31 @@ def test_reload_that_breaks_a_unit_restores_the_previous_stack(
     assert not [r for r in run.records if r.get("line", "").startswith("reloaded: ")]
     lines = [r.get("line", "") for r in run.records]
     assert "restarting beta/trade (rolling back the reload)" in lines, lines
+
+
+def test_a_rolled_back_reload_gives_a_model_it_removed_its_api_keys_back(
+    healthy: tuple[Run, Client],
+) -> None:
+    run, client = healthy
+    assert cli("set", "beta", "NOTE=kept", "-c", str(run.stack)).returncode == 0
+    good = run.stack.read_text()
+    broken = good.replace('[models.beta]\nMODE = "ok"\n', "").replace(
+        '[models.alpha]\nMODE = "ok"', '[models.alpha]\nMODE = "exit78"'
+    )
+    assert broken.count("[models.") == 1
+    path = run.stack.with_suffix(".new")
+    path.write_text(broken)
+    path.replace(run.stack)  # the watcher reloads it (beta removed, alpha/trade fails)
+    run.wait_for(lambda r: "reload rolled back" in r.get("line", ""), "a rollback")
+
+    def beta_back() -> bool:
+        units = {u["unit"]: u for u in client.status()["units"]}
+        return "beta/agent" in units and bool(units["beta/agent"]["ready"])
+
+    wait_until(beta_back, "beta's units back and ready")
+    status = client.status()
+    assert status["models"]["beta"]["keys"]["NOTE"] == "kept"
+    assert status["models"]["beta"]["state"] == "running"
 
 
 def test_reload_of_a_broken_file_with_a_custom_socket_exits_2_and_changes_nothing(

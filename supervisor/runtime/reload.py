@@ -9,12 +9,16 @@ Invariants:
 - If a unit the reload started or restarted does not become ready, the previous stack is
   adopted again (its units restarted with it) and the answer says "rolled back".
 - Models dropped through the API stay dropped; API keys of running models are kept.
+- A failed model stays failed: the reload neither restarts nor starts its units (they
+  take the new file when `start MODEL` brings the model back), so it can never make the
+  reload roll back the other models.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -34,9 +38,12 @@ from supervisor.runtime.changes import (
     wait_all,
     what_happened,
 )
+from supervisor.runtime.keys import KeyLayers
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.supervisor import Supervisor, base_pairs
-from supervisor.state import ModelState, ModelStatus
+from supervisor.state import ModelState, ModelStatus, StopReason
+
+_FAILED = (ModelState.STOPPING, ModelState.FAILED)  # a failed model, its units stopped
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Adoption:
     added: tuple[UnitRecord, ...]
     removed: tuple[str, ...]
     targets: Affected
+    forgotten: dict[str, KeyLayers]  # the published and API keys of models it removed
 
     @property
     def domains(self) -> set[str | None]:
@@ -142,16 +150,17 @@ class Reloader:
             for model in sorted(sv.models):
                 await locks.enter_async_context(self.changes.queue(model).lock)
             previous = sv.loaded
+            launched = [m for m in sv.models if m not in sv.keys.file]  # by the API
             # The new plan's held ports are bound before anything changes: a port that
             # another program holds refuses the reload like an invalid file.
-            _, _, wanted = self._plan(loaded)
+            _, _, wanted = self._plan(loaded, launched)
             plan = {name: (u.spec.port, u.spec.socket) for name, u in wanted.items()}
             try:
                 sv.ports.reserve(plan, file=str(loaded.file))
             except ConfigError as exc:
                 raise self._refused(exc) from exc
             try:
-                adoption = await self._adopt(loaded)
+                adoption = await self._adopt(loaded, launched)
             finally:
                 sv.ports.unreserve()
             marked = self._mark(adoption.domains)
@@ -168,7 +177,7 @@ class Reloader:
                 happened = what_happened(unit, reason)
                 sv.note(f"reload rolled back: {happened}")
                 with sv.ports.lenient() as lost:  # a port taken meanwhile: said, not raised
-                    back = await self._adopt(previous)
+                    back = await self._adopt(previous, launched, adoption.forgotten)
                 marked |= self._mark(back.domains)
                 await self._settle(back, timeout, "rolling back the reload")
                 if lost:
@@ -229,29 +238,39 @@ class Reloader:
         return failed
 
     def _plan(
-        self, loaded: LoadedStack
+        self, loaded: LoadedStack, launched: list[str]
     ) -> tuple[dict[str, dict[str, str]], list[str], dict[str, Unit]]:
-        """What adopting `loaded` runs: the file's models, every model (launched ones
+        """What adopting `loaded` runs: the file's models, every model (`launched` ones
         kept, dropped ones not), and their units."""
         sv = self.sv
         file_models = sv.file_models(loaded)
-        launched = [m for m in sv.models if m not in sv.keys.file]
         models = [m for m in file_models if m not in self.dropped]
         models += [m for m in launched if m not in models]
         return file_models, models, expand(loaded.stack.processes, models)
 
-    async def _adopt(self, loaded: LoadedStack) -> Adoption:
+    async def _adopt(
+        self,
+        loaded: LoadedStack,
+        launched: list[str],
+        restore: Mapping[str, KeyLayers] | None = None,
+    ) -> Adoption:
         """Make `loaded` the running stack's plan: forget what it no longer has, register
-        what it adds (not started yet), and find what its renderings change."""
+        what it adds (not started yet), and find what its renderings change. `restore`:
+        keys a rollback gives back to the models the failed plan had removed."""
         sv = self.sv
-        file_models, models, wanted = self._plan(loaded)
+        file_models, models, wanted = self._plan(loaded, launched)
         removed = [r for n, r in sv.records.items() if n not in wanted]
         await sv.retire(removed)
         sv.loaded = loaded
         sv.keys.set_file(file_models, base_pairs(loaded))
+        forgotten = {}
         for gone in [m for m in sv.models if m not in models]:
+            forgotten[gone] = sv.keys.snapshot(gone)
             sv.keys.forget(gone)
             del sv.domains[gone]
+        for model, layers in (restore or {}).items():
+            if model in models:
+                sv.keys.restore(model, layers)
         for model in models:
             sv.domains.setdefault(model, ModelStatus())
         for name, unit in wanted.items():
@@ -259,10 +278,17 @@ class Reloader:
                 sv.refresh(sv.records[name], unit)
         added = sv.add_units([u for n, u in wanted.items() if n not in sv.records], start=False)
         sv.reorder(wanted)
-        targets = affected(sv, [r for r in sv.records.values() if r not in added])
+        resting = {m for m, d in sv.domains.items() if m is not None and d.state in _FAILED}
+        for model in sorted(resting):
+            new_ones = [r for r in added if r.model == model]
+            await sv.stop_units(new_ones, StopReason.MODEL, f"model {model} failed")
+        added = [r for r in added if r.model not in resting]
+        targets = affected(
+            sv, [r for r in sv.records.values() if r not in added and r.model not in resting]
+        )
         for record in sv.records.values():
             record.poke()
-        return Adoption(tuple(added), tuple(r.name for r in removed), targets)
+        return Adoption(tuple(added), tuple(r.name for r in removed), targets, forgotten)
 
 
 def _what_changed(result: ReloadResult) -> str:
