@@ -1092,6 +1092,111 @@ def test_a_stop_during_an_overlapping_restart_returns_once_both_instances_are_go
         assert run.stop() == 0
 
 
+def test_a_unit_a_user_stops_while_a_set_restarts_it_stays_stopped(tmp_path: Path) -> None:
+    """The set stops the unit (slowly: it ignores SIGTERM until stop_timeout); a user's
+    `stop` meanwhile wins: the set does not start it again when its stop is done."""
+    path = write_stack(
+        tmp_path,
+        f"""
+[supervise]
+coalesce = 0.0
+[models.alpha]
+K = "v1"
+[processes.slow]
+per_model = true
+command = ["{PY}", "{SVC}", "--ignore-term"]
+inject = ["K"]
+start_seconds = 0.1
+stop_timeout = 2
+""",
+    )
+    run = Run(path)
+    try:
+        run.event("alpha/slow", "running", ready=True)
+        mark = len(run.records)
+        setting = cli_started("set", "alpha", "K=v2", "-c", str(path))
+        run.event("alpha/slow", "stopping", after=mark)
+        stopped = cli("stop", "alpha/slow", "-c", str(path))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        out, err = setting.communicate(timeout=30)
+        assert setting.returncode == 0, out + err
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        time.sleep(0.5)  # a start the set still sent would show by now
+        unit = client.status("alpha/slow")
+        assert (unit["state"], unit["stop"], unit["pid"]) == ("stopped", "user", None), unit
+        again = [r for r in run.records[mark:] if r.get("unit") == "alpha/slow"]
+        assert "starting" not in [r.get("event") for r in again], again
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_set_while_a_restart_of_its_model_holds_it_answers_at_its_own_deadline(
+    tmp_path: Path,
+) -> None:
+    """`restart alpha` waits (up to its timeout) for a unit that will not be ready; a
+    `set` of alpha meanwhile answers when its own --timeout is up, and changes nothing."""
+    flag = tmp_path / "never-ready"
+    script = f"[ -e {flag} ] || echo listening; exec sleep 3600"
+    path = write_stack(
+        tmp_path,
+        f"""
+[models.alpha]
+K = "v1"
+[processes.u]
+per_model = true
+command = ["sh", "-c", "{script}"]
+inject = ["K"]
+ready = {{ log = "^listening", within = 60 }}
+""",
+    )
+    run = Run(path)
+    restarting = None
+    try:
+        run.event("alpha/u", "running", ready=True)
+        flag.touch()
+        mark = len(run.records)
+        restarting = cli_started("restart", "alpha", "--timeout", "40", "-c", str(path))
+        run.event("alpha/u", "running", after=mark)  # the new instance, never ready
+        result = cli("set", "alpha", "K=v2", "--timeout", "1", "-c", str(path))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "not applied within 1 s" in result.stdout, result.stdout
+        assert restarting.poll() is None  # the set did not wait for the restart
+        client = Client(str(tmp_path / ".supervise" / "control.sock"))
+        assert client.status()["models"]["alpha"]["keys"]["K"] == "v1"
+    finally:
+        if restarting is not None:
+            restarting.kill()
+            restarting.communicate()
+        assert run.stop() == 0
+
+
+def test_a_stop_after_the_successor_is_ready_waits_for_the_old_instance_still_stopping(
+    tmp_path: Path,
+) -> None:
+    # The successor is ready at once; the first instance takes stop_timeout (3 s) to go.
+    # A stop in between is answered only once the old one is gone too.
+    script = (
+        f'if [ "$SIGNATURE" = v1 ]; then exec {PY} {SVC} --listen --ignore-term; fi; '
+        f"exec {PY} {SVC} --listen"
+    )
+    path = held_stack(tmp_path, f'["sh", "-c", \'{script}\']')
+    path.write_text(path.read_text() + "stop_timeout = 3\n")
+    run = Run(path)
+    try:
+        old = run.event("alpha/held", "running", ready=True)["pid"]
+        mark = len(run.records)
+        queued = cli("set", "alpha", "SIGNATURE=v2", "--no-wait", "-c", str(path))
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+        new = run.event("alpha/held", "running", ready=True, after=mark)["pid"]
+        assert new != old and os.path.exists(f"/proc/{old}")  # the old one still stopping
+        stopped = cli("stop", "alpha/held", "-c", str(path))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        for pid in (old, new):
+            assert not os.path.exists(f"/proc/{pid}"), f"stop returned with pid {pid} alive"
+    finally:
+        assert run.stop() == 0
+
+
 def test_a_reload_removing_a_unit_during_its_overlapping_restart_answers_that_restart(
     tmp_path: Path,
 ) -> None:

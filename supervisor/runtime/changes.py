@@ -27,7 +27,7 @@ from supervisor.control.plane import DEFAULT_WAIT, ChangeResult
 from supervisor.errors import MissingModelKey, UnresolvedReference
 from supervisor.policy import without_retry
 from supervisor.runtime import gate
-from supervisor.runtime.commands import Replace, Waiter
+from supervisor.runtime.commands import Replace, Start, Waiter
 from supervisor.runtime.keys import KeyLayers
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.supervisor import Supervisor
@@ -118,9 +118,11 @@ async def stop_for_restart(
 def restart_stopped(
     sv: Supervisor, records: Iterable[UnitRecord], swap: Iterable[UnitRecord]
 ) -> list[Waiter]:
-    """Start what `stop_for_restart` stopped, and replace the ones it left serving."""
+    """Start what `stop_for_restart` stopped, and replace the ones it left serving (a
+    unit a user stopped meanwhile stays stopped: the runner answers so)."""
     swap = list(swap)
-    return sv.send(swap, Replace) + sv.start_units([r for r in records if r not in swap])
+    again = [r for r in records if r not in swap]
+    return sv.send(swap, Replace) + sv.send(again, lambda w: Start(w, by_change=True))
 
 
 async def restart_and_wait(
@@ -169,6 +171,14 @@ class Changes:
             queue.flushing = True
             self.sv.start_soon(self._flush, model, queue)
 
+    def withdraw(self, model: str, change: Change) -> bool:
+        """Take back a change no batch has taken yet; False once one has."""
+        queue = self.queue(model)
+        if change in queue.pending:
+            queue.pending.remove(change)
+            return True
+        return False
+
     def idle(self, model: str) -> bool:
         queue = self.queue(model)
         return not queue.pending and not queue.lock.locked()
@@ -181,7 +191,8 @@ class Changes:
                 await anyio.sleep(self.sv.loaded.stack.supervise.coalesce)
                 async with queue.lock:
                     batch, queue.pending = queue.pending, []
-                    await self._apply(model, batch, queue)
+                    if batch:  # not all withdrawn while the lock was held
+                        await self._apply(model, batch, queue)
         finally:
             queue.flushing = False
 

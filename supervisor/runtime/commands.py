@@ -31,9 +31,12 @@ class Waiter:
 
 @dataclass(frozen=True)
 class Start:
-    """Start the unit unless it has a life; a no-op is answered as such."""
+    """Start the unit unless it has a life; a no-op is answered as such. `by_change`:
+    the second half of a change's restart, which leaves a unit a user stopped meanwhile
+    stopped (as `Replace` does)."""
 
     waiter: Waiter | None = None
+    by_change: bool = False
 
 
 @dataclass(frozen=True)

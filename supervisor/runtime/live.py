@@ -216,7 +216,15 @@ class LiveConfig:
             return ChangeResult(model, message=message)
         change = Change(dict(keys), tuple(unset), rollback, timeout)
         self.changes.submit(model, change)
-        await change.applied.wait()
+        with anyio.move_on_after(timeout):
+            await change.applied.wait()
+        if not change.applied.is_set() and self.changes.withdraw(model, change):
+            why = (
+                f"not applied within {timeout:g} s: another operation on model {model} "
+                "(a restart, start or reload of it) held it all that time; nothing changed"
+            )
+            return ChangeResult(model, failed={f"model {model}": why})
+        await change.applied.wait()  # a batch took it: its units are stopping now
         if not wait:
             return change.result or ChangeResult(model, change.changed, change.restarted)
         with anyio.move_on_after(timeout):

@@ -96,6 +96,7 @@ class UnitRunner:
         self._life_done.set()
         self._instance: Instance | None = None  # the current life's instance, if spawned
         self._serving: _Serving | None = None  # overlap: the old instance, serving on
+        self._leaving: _Serving | None = None  # overlap: the old instance, being stopped
         self._tg: anyio.abc.TaskGroup | None = None
         self._retired = False
 
@@ -145,6 +146,10 @@ class UnitRunner:
             tg.cancel_scope.cancel()
 
     async def _handle(self, command: Command) -> None:
+        if isinstance(command, (Start, Replace)) and self._user_stopped(command):
+            return
+        if isinstance(command, (Replace, Restart)):
+            await self._let_leave()
         status = self.record.status
         if isinstance(command, Stop):
             await self._stop(command.reason, command.text)
@@ -194,6 +199,27 @@ class UnitRunner:
                 self._overlap(command.waiter)
                 return
             await self._restart_now(command.waiter)
+
+    def _user_stopped(self, command: Start | Replace) -> bool:
+        """A change's restart of a unit a user stopped meanwhile: it stays stopped (True,
+        answered so)."""
+        status = self.record.status
+        by_change = isinstance(command, Replace) or command.by_change
+        if not by_change or status.state is not State.STOPPED or status.stop is not StopReason.USER:
+            return False
+        if command.waiter is not None:
+            text = f"{self.record.name} was stopped by a user meanwhile; it stays stopped"
+            command.waiter.resolve(Verdict(True, text))
+        return True
+
+    async def _let_leave(self) -> None:
+        """Overlap: an instance replaced by the last overlap may still be stopping; the
+        next overlap (which would take its hand-off slot) and a stop wait until it is
+        gone, so no more than two instances ever live and a stop never answers early."""
+        leaving = self._leaving
+        if leaving is not None:
+            leaving.life.cancel()
+            await leaving.done.wait()
 
     async def _restart_now(self, waiter: Waiter | None) -> None:
         carried, self.waiters = self.waiters, []
@@ -251,8 +277,11 @@ class UnitRunner:
             # `retired`: an instance handed back may already be retired by the next overlap.
             if not serving.handed_back:
                 pid = _pid(serving)
+                self._leaving = serving  # a stop, or the next overlap, waits for it
                 serving.life.cancel()
                 await serving.done.wait()
+                if self._leaving is serving:
+                    self._leaving = None
                 replaced = settled.verdict is not None and settled.verdict.ok
                 after = "its successor serves" if replaced else "the unit is stopping"
                 self.host.observed(self.record, f"previous instance, pid {pid}, stopped: {after}")
@@ -361,6 +390,7 @@ class UnitRunner:
             # the stop is answered (its own `_retire_after` would stop it only later).
             serving.life.cancel()
             await serving.done.wait()
+        await self._let_leave()
         status = self.record.status
         if status.state in (State.STARTING, State.RUNNING):  # it ended as it was stopped
             self._set(State.STOPPING, pid=status.pid)
