@@ -4,7 +4,6 @@ exit 130), SIGHUP reloads the stack file."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 
 import anyio
@@ -36,5 +35,9 @@ async def handle_signals(
 
 
 async def _reload(live: LiveConfig) -> None:
-    with contextlib.suppress(ControlError):
-        await live.reload()
+    try:
+        await live.reload(by="a SIGHUP")
+    except ControlError:
+        pass  # reported by reload(); the running stack is untouched
+    except Exception as exc:  # a bug in a reload must not take the stack down
+        live.sv.note(f"reload failed: {exc!r}")
