@@ -126,15 +126,16 @@ def restart_stopped(
 
 
 async def restart_and_wait(
-    sv: Supervisor, targets: Affected, timeout: float, why: str
+    sv: Supervisor, targets: Affected, timeout: float, why: str, also: Sequence[Waiter] = ()
 ) -> dict[str, str]:
-    """Restart `targets.restart` (dependents stopped first), wait for them and for
-    `targets.watch`; {unit: reason} for those that did not make it."""
+    """Restart `targets.restart` (dependents stopped first), wait for them, for
+    `targets.watch` and for `also` (units started meanwhile), all within one `timeout`;
+    {unit: reason} for those that did not make it."""
     if targets.restart:
         sv.note(f"restarting {', '.join(r.name for r in targets.restart)} ({why})")
     swap = await stop_for_restart(sv, targets.restart, f"restarting: {why}")
     waiters = restart_stopped(sv, targets.restart, swap) + sv.watch_units(targets.watch)
-    return await wait_all(sv, waiters, timeout)
+    return await wait_all(sv, [*also, *waiters], timeout)
 
 
 async def wait_all(sv: Supervisor, waiters: Sequence[Waiter], timeout: float) -> dict[str, str]:

@@ -35,7 +35,6 @@ from supervisor.runtime.changes import (
     Changes,
     affected,
     restart_and_wait,
-    wait_all,
     what_happened,
 )
 from supervisor.runtime.keys import KeyLayers
@@ -232,10 +231,8 @@ class Reloader:
     ) -> dict[str, str]:
         """Start and restart what the adoption asks; {unit: reason} for failures."""
         sv = self.sv
-        waiters = sv.start_units(adoption.added)
-        failed = await restart_and_wait(sv, adoption.targets, timeout, why)
-        failed.update(await wait_all(sv, waiters, timeout))
-        return failed
+        started = sv.start_units(adoption.added)
+        return await restart_and_wait(sv, adoption.targets, timeout, why, started)
 
     def _plan(
         self, loaded: LoadedStack, launched: list[str]
