@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import threading
 import time
 import urllib.error
@@ -550,6 +551,38 @@ def test_logs_shows_recent_lines(stack: tuple[Run, Client]) -> None:
     result = cli("logs", "math", "-c", str(run.stack))
     assert result.returncode == 0
     assert "math | up " in result.stdout
+
+
+def test_a_follower_that_went_away_frees_its_connection_even_if_its_unit_prints_nothing(
+    tmp_path: Path,
+) -> None:
+    """`logs -f` of a quiet unit, interrupted: the supervisor notices the client closed
+    (not only when a line comes), so the followers do not use up `max_connections`."""
+    path = write_stack(
+        tmp_path,
+        '[supervise]\nmax_connections = 2\n[processes.quiet]\ncommand = "sleep 1000"\n',
+    )
+    run = Run(path)
+    followers: list[subprocess.Popen[str]] = []
+    try:
+        run.event("quiet", "running", ready=True)
+        followers = [
+            cli_started("logs", "quiet", "-f", "--no-events", "-c", str(path)) for _ in range(2)
+        ]
+        busy = wait_until(
+            lambda: cli("status", "-c", str(path)).returncode == 1, "both followers connected"
+        )
+        assert busy
+        for follower in followers:
+            follower.send_signal(signal.SIGINT)
+            follower.communicate(timeout=10)
+        wait_until(lambda: cli("status", "-c", str(path)).returncode == 0, "the slots free again")
+    finally:
+        for follower in followers:
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+        assert run.stop() == 0
 
 
 def test_held_socket_refuses_no_connection_across_restarts(tmp_path: Path) -> None:

@@ -247,13 +247,27 @@ async def _send_stream(
         ("Transfer-Encoding", "chunked"),
         ("Connection", "close"),
     ]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_until_closed, stream, tg.cancel_scope)
+        try:
+            await stream.send(conn.send(h11.Response(status_code=response.status, headers=head)))
+            async for item in response.stream:
+                await stream.send(conn.send(h11.Data(data=(json.dumps(item) + "\n").encode())))
+            await stream.send(conn.send(h11.EndOfMessage()))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, h11.LocalProtocolError):
+            pass
+        tg.cancel_scope.cancel()
+
+
+async def _until_closed(stream: anyio.abc.ByteStream, scope: anyio.CancelScope) -> None:
+    """A stream's client sends nothing after its request: its end of the connection
+    closing ends the stream, so a follower of a unit that prints nothing does not hold
+    its connection (and a slot of `max_connections`) after the client has gone."""
     try:
-        await stream.send(conn.send(h11.Response(status_code=response.status, headers=head)))
-        async for item in response.stream:
-            await stream.send(conn.send(h11.Data(data=(json.dumps(item) + "\n").encode())))
-        await stream.send(conn.send(h11.EndOfMessage()))
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, h11.LocalProtocolError):
-        return
+        while True:
+            await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        scope.cancel()
 
 
 # accept() errors that mean "out of a resource for now": wait and try again, never die.
