@@ -512,6 +512,37 @@ command = ["{PY}", "-c", "import os; print('pw is', os.environ['SERVICE_PASSWORD
     assert "hunter2-long" not in json.dumps(run.records)
 
 
+def test_a_secret_with_a_quote_and_a_non_ascii_letter_is_masked_in_json_events_too(
+    tmp_path: Path,
+) -> None:
+    """The reason of a `failed` event quotes the unit's last stderr line; JSON's escapes
+    (`\\"`, `\\u00f6`) must not hide the secret in it from the mask, on stdout and in
+    the JSON log file."""
+    secret = 'pa"ss-w\u00f6rd-long'
+    say = "import os, sys; print('bad', os.environ['SERVICE_PASSWORD'], file=sys.stderr); exit(78)"
+    stack = write_stack(
+        tmp_path,
+        f"""
+[supervise]
+log_format = "json"
+log_dir = "logs"
+[env]
+SERVICE_PASSWORD = '{secret}'
+[processes.talker]
+command = ["{PY}", "-c", "{say}"]
+""",
+    )
+    run = Run(stack)
+    assert run.wait() == 1  # a required global unit failed
+    failed = [r for r in run.events("talker") if r["event"] == "failed"]
+    assert [r["reason"] for r in failed] == ["bad ***"], failed
+    assert secret not in json.dumps(run.records, ensure_ascii=False)
+    written = (tmp_path / "logs" / "supervise.log").read_text()
+    lines = [json.loads(line) for line in written.splitlines()]
+    assert secret not in json.dumps(lines, ensure_ascii=False)
+    assert any("bad ***" in json.dumps(line) for line in lines)
+
+
 def test_readiness_by_http_log_exec_and_notify(tmp_path: Path) -> None:
     notify = tmp_path / "notify.py"
     notify.write_text(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from supervisor.observe import ToolsEvent
@@ -87,6 +89,17 @@ def event_text(event: AnyEvent) -> str:
     if isinstance(event, ToolsEvent):
         return event.describe()
     return f"{event.unit} {event.new.describe()}"
+
+
+def masked(event: AnyEvent, mask: Callable[[str], str]) -> AnyEvent:
+    """The event with its reasons masked: before it is encoded, since JSON's escapes
+    (a quote, a backslash, a non-ASCII letter) would hide a secret from a mask applied
+    to the encoded line."""
+    if isinstance(event, ToolsEvent):
+        return event
+    if isinstance(event, ModelEvent):
+        return replace(event, new=replace(event.new, reason=mask(event.new.reason)))
+    return replace(event, new=replace(event.new, reason=mask(event.new.reason)))
 
 
 def format_event(event: AnyEvent, *, fmt: str, width: int, color: bool) -> str:

@@ -27,7 +27,7 @@ from typing import BinaryIO
 from supervisor.config.interpolate import interpolate
 from supervisor.config.load import LoadedStack
 from supervisor.config.spec import DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_SIZE
-from supervisor.output.format import AnyEvent, file_event, file_line
+from supervisor.output.format import AnyEvent, file_event, file_line, masked
 from supervisor.plan import Unit
 from supervisor.secrets import Redactor
 
@@ -148,7 +148,8 @@ class LogFiles:
     def event(self, event: AnyEvent) -> None:
         path = self.routes.events
         if path is not None:
-            self._put(path, self.redactor.mask(file_event(event, fmt=self.fmt)))
+            shown = masked(event, self.redactor.mask)
+            self._put(path, self.redactor.mask(file_event(shown, fmt=self.fmt)))
 
     def _put(self, path: Path, text: str) -> None:
         with self._cond:

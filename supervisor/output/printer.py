@@ -18,7 +18,13 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol, TextIO
 
-from supervisor.output.format import SUPERVISOR_NAME, AnyEvent, format_event, format_line
+from supervisor.output.format import (
+    SUPERVISOR_NAME,
+    AnyEvent,
+    format_event,
+    format_line,
+    masked,
+)
 from supervisor.secrets import Redactor
 
 BUFFER_LINES = 10_000  # lines waiting for a slow stdout before the oldest are dropped
@@ -85,7 +91,8 @@ class Printer:
     def event(self, event: AnyEvent) -> None:
         if self.tee is not None:
             self.tee.event(event)
-        line = format_event(event, fmt=self.fmt, width=self.width, color=self.color)
+        shown = masked(event, self.redactor.mask)
+        line = format_event(shown, fmt=self.fmt, width=self.width, color=self.color)
         self._put(self.redactor.mask(line))
 
     def note(self, text: str) -> None:
