@@ -16,14 +16,22 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+MAX_SECONDS = 86_400.0  # a day: the longest --timeout or --watch period taken
+
+
 def seconds(text: str) -> float:
-    """A positive, finite number of seconds: `nan`, `inf` and 0 are refused by name."""
+    """A positive, finite number of seconds, at most a day: `nan`, `inf`, 0 and more
+    than a day are refused by name."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_SECONDS:g} seconds (a day), got {text!r}"
+        )
     return value
 
 

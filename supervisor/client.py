@@ -150,9 +150,11 @@ class Client:
         self.socket_path, found = find_socket(socket)
         self.how = how or found
 
-    def _open(
-        self, method: str, path: str, body: Any = None, wait: float | None = None
-    ) -> _Response:
+    def _open(self, method: str, path: str, body: Any = None, patient: bool = False) -> _Response:
+        """`patient`: a call that waits on the server's side (for stops, starts, its own
+        `timeout`), which bounds it: the socket waits as long as the answer takes (a
+        unit's `stop_timeout` may be minutes), as `systemctl stop` and `supervisorctl`
+        do; Ctrl-C ends the wait. Any other call gives a wedged supervisor 90 s."""
         payload = b"" if body is None else jsonwire.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
@@ -163,7 +165,7 @@ class Client:
         import _socket
 
         sock: socket = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # type: ignore[assignment]
-        sock.settimeout((wait if wait is not None else DEFAULT_WAIT) + TIMEOUT_MARGIN)
+        sock.settimeout(None if patient else DEFAULT_WAIT + TIMEOUT_MARGIN)
         try:
             sock.connect(self.socket_path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
@@ -203,9 +205,9 @@ class Client:
         return response
 
     def _call(
-        self, method: str, path: str, body: Any = None, wait: float | None = None
+        self, method: str, path: str, body: Any = None, patient: bool = False
     ) -> dict[str, Any]:
-        response = self._open(method, path, body, wait)
+        response = self._open(method, path, body, patient)
         try:
             result: dict[str, Any] = jsonwire.loads(response.read())
         finally:
@@ -251,7 +253,7 @@ class Client:
         }
         if timeout is not None:
             body["timeout"] = timeout
-        return self._call("POST", f"/v1/models/{quote(model, safe='')}/keys", body, timeout)
+        return self._call("POST", f"/v1/models/{quote(model, safe='')}/keys", body, True)
 
     def launch(
         self, model: str, keys: Mapping[str, str] | None = None, *, timeout: float | None = None
@@ -259,14 +261,14 @@ class Client:
         body: dict[str, Any] = {"model": model, "keys": dict(keys or {})}
         if timeout is not None:
             body["timeout"] = timeout
-        return self._call("POST", "/v1/models", body, timeout)
+        return self._call("POST", "/v1/models", body, True)
 
     def drop(self, model: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/models/{quote(model, safe='')}")
+        return self._call("DELETE", f"/v1/models/{quote(model, safe='')}", patient=True)
 
     def _action(self, name: str, action: str, timeout: float | None) -> dict[str, Any]:
         body = {"timeout": timeout} if timeout is not None else {}
-        return self._call("POST", f"/v1/units/{quote(name)}/{action}", body, timeout)
+        return self._call("POST", f"/v1/units/{quote(name)}/{action}", body, True)
 
     def start(self, unit: str, timeout: float | None = None) -> dict[str, Any]:
         """Start a unit, or every stopped unit of a model (a failed model comes back)."""
@@ -280,7 +282,7 @@ class Client:
 
     def reload(self, timeout: float | None = None) -> dict[str, Any]:
         body = {"timeout": timeout} if timeout is not None else {}
-        return self._call("POST", "/v1/reload", body, timeout)
+        return self._call("POST", "/v1/reload", body, True)
 
     def logs(
         self,

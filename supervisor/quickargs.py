@@ -106,7 +106,7 @@ def parse(argv: Sequence[str]) -> Parsed | None:
                         seconds = float(value)
                     except ValueError:
                         return None
-                    if not 0 < seconds < float("inf"):  # nan too: argparse says why
+                    if not 0 < seconds <= 86_400.0:  # nan, inf, > a day: argparse says why
                         return None
                     values[name] = seconds
                 elif name == "log_format":

@@ -74,6 +74,9 @@ EXIT_CODES = [
     (("logs", "--grep", "(x+x+)+y"), 2, "grep: regular expression '(x+x+)+y' repeats"),
     (("restart", "alpha/echo", "--timeout", "nan"), 2, "positive number of seconds, got 'nan'"),
     (("set", "alpha", "A=1", "--timeout", "inf"), 2, "positive number of seconds, got 'inf'"),
+    (("set", "alpha", "A=1", "--timeout", "1e10"), 2, "at most 86400 seconds (a day)"),
+    (("restart", "alpha/echo", "--timeout", "86401"), 2, "at most 86400 seconds"),
+    (("status", "--watch", "1e10"), 2, "at most 86400 seconds"),
 ]
 
 

@@ -120,6 +120,25 @@ MALFORMED = [
         b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n\xff\xfe",
         400,
     ),
+    (
+        "JSON nested 100,000 deep",
+        b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100_000,
+        400,
+    ),
+    (
+        "a timeout of 400 digits",
+        b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 414\r\n\r\n"
+        + b'{"timeout": 1'
+        + b"0" * 400
+        + b"}",
+        422,
+    ),
+    (
+        "a timeout of more than a day",
+        b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n"
+        + b'{"timeout": 100000}',
+        422,
+    ),
 ]
 
 

@@ -54,6 +54,8 @@ class Request:
             value = json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ApiError(400, "bad_request", "body is not JSON: nested too deeply") from exc
         if not isinstance(value, dict):
             raise ApiError(400, "bad_request", "body must be a JSON object")
         return value

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
 DEFAULT_WAIT = 60.0  # how long a waiting call (set, start, restart, launch, reload) waits
+MAX_WAIT = 86_400.0  # the longest a waiting call may be asked to wait (a day)
 
 
 @dataclass(frozen=True)

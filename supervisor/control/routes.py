@@ -9,7 +9,6 @@ typed values.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from supervisor.control.authority import Caller, identify
 from supervisor.control.http import ApiError, Request, Response
 from supervisor.control.plane import (
     DEFAULT_WAIT,
+    MAX_WAIT,
     ChangeResult,
     ControlPlane,
     LaunchResult,
@@ -366,11 +366,12 @@ def _timeout(body: dict[str, Any]) -> float:
     value = body.get("timeout")
     if value is None:
         return DEFAULT_WAIT
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ApiError(422, "invalid", f"timeout must be a positive number, got {value!r}")
+    # A comparison, not math.isfinite: an integer of 400 digits overflows a float.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_WAIT:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+        raise ApiError(
+            422,
+            "invalid",
+            f"timeout must be a number of seconds above 0 and at most {MAX_WAIT:g}, got {shown}",
+        )
     return float(value)
