@@ -659,6 +659,30 @@ env = {{ MESSAGE = "${{GREETING}} world" }}
         assert run.stop() == 0
 
 
+def test_a_stack_file_that_is_a_symlink_is_reloaded_when_pointed_elsewhere(
+    tmp_path: Path,
+) -> None:
+    one = f'[processes.a]\ncommand = ["{PY}", "{SVC}"]\n'
+    two = one + f'[processes.b]\ncommand = ["{PY}", "{SVC}"]\n'
+    write_stack(tmp_path, one, "v1.toml")
+    write_stack(tmp_path, two, "v2.toml")
+    link = tmp_path / "supervise.toml"
+    link.symlink_to("v1.toml")
+    run = Run(link)
+    try:
+        run.event("a", "running", ready=True)
+        fresh = tmp_path / ".link.new"
+        fresh.symlink_to("v2.toml")
+        fresh.replace(link)  # `ln -sfn v2.toml supervise.toml`, atomically
+        run.event("b", "running", ready=True)
+        # ... and the file it points at now is the one watched for edits.
+        edited = two + f'[processes.c]\ncommand = ["{PY}", "{SVC}"]\n'
+        (tmp_path / "v2.toml").write_text(edited)
+        run.event("c", "running", ready=True)
+    finally:
+        assert run.stop() == 0
+
+
 def test_logs_follow_and_events_stream_live(stack: tuple[Run, Client]) -> None:
     run, client = stack
     events = client.events()

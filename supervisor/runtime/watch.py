@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -42,18 +43,31 @@ async def watch_stack_files(
 
 
 def _watched(live: LiveConfig) -> set[Path]:
-    return {Path(p).resolve() for p in live.sv.loaded.watched}
+    """Each file as named and as resolved: a stack file that is a symlink is reloaded
+    when the link is pointed elsewhere, and when the file it points at is edited."""
+    paths = set()
+    for path in live.sv.loaded.watched:
+        named = Path(path).absolute()
+        paths |= {named, named.resolve()}
+    return paths
+
+
+def _directories(live: LiveConfig) -> set[str]:
+    return {str(p.parent) for p in _watched(live) if p.parent.is_dir()}
 
 
 async def _watch(live: LiveConfig) -> None:
     while True:
-        watched = _watched(live)
-        directories = {str(p.parent) for p in watched if p.parent.is_dir()}
+        directories = _directories(live)
         if not directories:
             return
         stop = threading.Event()
         send, receive = anyio.create_memory_object_stream[BaseException | None](1)
-        thread = _Watcher(watched, directories, stop, send, anyio.lowlevel.current_token())
+        # Which files count is asked at each change, of the plan as it is then: a reload
+        # that points the watch elsewhere in the same directories (a symlink retargeted,
+        # another env file beside the first) misses no edit made right after it.
+        wanted = partial(_watched, live)
+        thread = _Watcher(wanted, directories, stop, send, anyio.lowlevel.current_token())
         thread.start()
         try:
             async with receive:
@@ -61,8 +75,8 @@ async def _watch(live: LiveConfig) -> None:
                     if failure is not None:
                         raise failure
                     await _reload(live)
-                    if _watched(live) != watched:
-                        break  # env_files changed: watch the new set
+                    if _directories(live) != directories:
+                        break  # an env file in another directory: watch that one too
         finally:
             stop.set()
 
@@ -80,14 +94,14 @@ async def _reload(live: LiveConfig) -> None:
 class _Watcher(threading.Thread):
     def __init__(
         self,
-        watched: set[Path],
+        wanted: Callable[[], set[Path]],
         directories: set[str],
         stop: threading.Event,
         send: MemoryObjectSendStream[BaseException | None],
         token: anyio.lowlevel.EventLoopToken,
     ) -> None:
         super().__init__(name="supervise-watch", daemon=True)
-        self.watched, self.directories, self.stop_event = watched, directories, stop
+        self.wanted, self.directories, self.stop_event = wanted, directories, stop
         self.send, self.token = send, token
 
     def _hand_over(self, item: BaseException | None) -> None:
@@ -111,8 +125,13 @@ class _Watcher(threading.Thread):
                 recursive=False,
                 raise_interrupt=False,
             ):
-                if any(Path(path).resolve() in self.watched for _, path in changes):
+                watched = self.wanted()
+                if any(_touches(Path(path), watched) for _, path in changes):
                     self._wake(None)
         except Exception as exc:
             with contextlib.suppress(Exception):  # the loop may be gone already
                 self._wake(exc)
+
+
+def _touches(path: Path, watched: set[Path]) -> bool:
+    return path in watched or path.resolve() in watched
