@@ -304,23 +304,30 @@ def test_a_second_supervisor_of_the_same_file_on_another_socket_leaves_c_file_to
     )
     first_sock, second_sock = tmp_path / "one" / "control.sock", tmp_path / "two" / "control.sock"
     first = Run(stack, env={"SOCK_DIR": str(first_sock.parent)})
-    first.event("a", "running", ready=True)
-    second = Run(stack, env={"SOCK_DIR": str(second_sock.parent)})
-    second.event("a", "running", ready=True)
+    second = None
+    try:
+        first.event("a", "running", ready=True)
+        second = Run(stack, env={"SOCK_DIR": str(second_sock.parent)})
+        second.event("a", "running", ready=True)
 
-    def supervisor_pid(*args: str, env: dict[str, str] | None = None) -> int:
-        result = cli("status", "--json", *args, env=env)
-        assert result.returncode == 0, result.stderr
-        pid: int = json.loads(result.stdout)["supervisor"]["pid"]
-        return pid
+        def supervisor_pid(*args: str, env: dict[str, str] | None = None) -> int:
+            result = cli("status", "--json", *args, env=env)
+            assert result.returncode == 0, result.stderr
+            pid: int = json.loads(result.stdout)["supervisor"]["pid"]
+            return pid
 
-    told = second.wait_for(lambda r: "run by another supervisor too" in r.get("line", ""), "note")
-    assert f"SUPERVISE_SOCKET={second_sock}" in told["line"]
-    assert supervisor_pid("-c", str(stack)) == first.proc.pid
-    assert supervisor_pid(env={"SUPERVISE_SOCKET": str(second_sock)}) == second.proc.pid
-    assert second.stop() == 0
-    assert supervisor_pid("-c", str(stack)) == first.proc.pid
-    assert first.stop() == 0
+        told = second.wait_for(
+            lambda r: "run by another supervisor too" in r.get("line", ""), "note"
+        )
+        assert f"SUPERVISE_SOCKET={second_sock}" in told["line"]
+        assert supervisor_pid("-c", str(stack)) == first.proc.pid
+        assert supervisor_pid(env={"SUPERVISE_SOCKET": str(second_sock)}) == second.proc.pid
+        assert second.stop() == 0
+        assert supervisor_pid("-c", str(stack)) == first.proc.pid
+    finally:
+        if second is not None and second.proc.poll() is None:
+            second.stop()
+        assert first.stop() == 0
     entry = registry_entry(stack)
     assert entry is not None and not os.path.lexists(entry)
 
