@@ -550,6 +550,24 @@ command = ["{PY}", "-c", "{say}"]
     assert any("bad ***" in json.dumps(line) for line in lines)
 
 
+def test_an_exec_probe_that_prints_as_it_passes_passes(tmp_path: Path) -> None:
+    """`pg_isready` and `redis-cli ping` print: the probe's output goes to /dev/null (a
+    closed pipe killed the probe with SIGPIPE at its first write)."""
+    stack = write_stack(
+        tmp_path,
+        f"""
+[processes.db]
+command = ["{PY}", "{SVC}"]
+ready = {{ exec = "sh -c 'sleep 0.2; echo accepting connections; echo and more >&2'" }}
+""",
+    )
+    run = Run(stack)
+    try:
+        run.event("db", "running", ready=True)
+    finally:
+        assert run.stop() == 0
+
+
 def test_readiness_by_http_log_exec_and_notify(tmp_path: Path) -> None:
     notify = tmp_path / "notify.py"
     notify.write_text(

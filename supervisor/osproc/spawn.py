@@ -122,8 +122,10 @@ def spawn(
     *,
     reaper: Reaper,
     pass_fds: Sequence[int] = (),
+    discard_output: bool = False,
 ) -> Child:
-    """Start `argv` in a new session with pipes for stdout/stderr and /dev/null for stdin.
+    """Start `argv` in a new session with pipes for stdout/stderr and /dev/null for stdin
+    (`discard_output`: /dev/null for all three, and the Child's pipes are -1).
 
     Raises:
         SpawnError: the command could not be executed.
@@ -141,8 +143,12 @@ def spawn(
             _check_executable(argv[0], env, cwd)
         except OSError as exc:
             raise SpawnError(argv, cwd, exc) from exc
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    if discard_output:  # a closed pipe instead would kill the child's first write (SIGPIPE)
+        out_r, out_w = -1, os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        err_r, err_w = -1, os.dup(out_w)
+    else:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
     try:
         popen = subprocess.Popen(
             [*wrapper, *argv],
@@ -157,8 +163,9 @@ def spawn(
             pass_fds=tuple(pass_fds),
         )
     except OSError as exc:
-        os.close(out_r)
-        os.close(err_r)
+        for fd in (out_r, err_r):
+            if fd >= 0:
+                os.close(fd)
         raise SpawnError(argv, cwd, exc) from exc
     finally:
         os.close(out_w)
@@ -166,8 +173,9 @@ def spawn(
     # The Popen object is dropped: the Reaper alone waits, and `returncode` is set so
     # subprocess never tries to collect this pid itself.
     popen.returncode = 0
-    os.set_blocking(out_r, False)
-    os.set_blocking(err_r, False)
+    for fd in (out_r, err_r):
+        if fd >= 0:
+            os.set_blocking(fd, False)
     child = Child(popen.pid, out_r, err_r)
     reaper.watch(child)
     return child

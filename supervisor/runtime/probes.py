@@ -6,7 +6,6 @@ to the unit's latency histogram."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -187,11 +186,11 @@ async def http_get_status(host: str, port: int, path: str, query: str = "") -> i
 
 async def _exec(probe: RenderedProbe, ctx: ProbeContext) -> None:
     try:
-        child = spawn(probe.target, ctx.env, ctx.cwd, reaper=ctx.reaper)
+        # The probe's output is not shown: /dev/null takes it (`pg_isready`, `redis-cli
+        # ping` print as they pass).
+        child = spawn(probe.target, ctx.env, ctx.cwd, reaper=ctx.reaper, discard_output=True)
     except SpawnError as exc:
         raise ProbeFailed(str(exc)) from exc
-    for fd in (child.stdout, child.stderr):
-        os.close(fd)  # the probe's output is not shown; a write gets EPIPE, not a hang
     try:
         await child.exited.wait()
     finally:
