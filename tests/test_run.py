@@ -332,6 +332,37 @@ def test_a_second_supervisor_of_the_same_file_on_another_socket_leaves_c_file_to
     assert entry is not None and not os.path.lexists(entry)
 
 
+def test_a_stop_kills_a_setsid_child_with_no_environment_that_ignores_sigterm(
+    tmp_path: Path,
+) -> None:
+    """Its parent (the leader) dies of the group's SIGTERM, so it is re-parented; it left
+    the session and carries no marker. The stop still knows it from before the signal,
+    and kills it once `stop_timeout` is up (it outlived the stop, and the supervisor)."""
+    pidfile = tmp_path / "escaper.pid"
+    inner = tmp_path / "escaper.sh"
+    inner.write_text(f"echo $$ > {pidfile}; trap '' TERM; exec sleep 300\n")
+    script = f"setsid /usr/bin/env -i /bin/sh {inner} & exec sleep 300"
+    stack = write_stack(
+        tmp_path,
+        f'[processes.u]\ncommand = ["sh", "-c", "{script}"]\n'
+        "stop_timeout = 1\nstart_seconds = 0.2\n",
+    )
+    run = Run(stack)
+    escaper = None
+    try:
+        leader = run.event("u", "running", ready=True)["pid"]
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "its pid")
+        escaper = int(pidfile.read_text())
+        assert escaper != leader and pid_alive(escaper)
+        stopped = cli("stop", "u", "-c", str(stack))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        wait_until(lambda: not pid_alive(escaper), "the escaped child gone", timeout=5)
+    finally:
+        if escaper is not None and pid_alive(escaper):
+            os.kill(escaper, signal.SIGKILL)
+        assert run.stop() == 0
+
+
 ADOPTER = """
 import ctypes, json, os, signal, subprocess, sys, time
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the orphans come here

@@ -20,9 +20,11 @@ class Proc:
     """One live process as /proc describes it."""
 
     pid: int
-    ppid: int
-    pgrp: int
-    sid: int
+    # Not compared: a process whose parent died (re-parented), or that called setpgid or
+    # setsid, is still the same process, and a stop must still reach it.
+    ppid: int = field(compare=False)
+    pgrp: int = field(compare=False)
+    sid: int = field(compare=False)
     start: int  # clock ticks after boot: tells a reused pid apart
     cpu_ticks: int = field(default=0, compare=False)  # user + system
     rss_pages: int = field(default=0, compare=False)
