@@ -599,6 +599,17 @@ ready = {{ exec = "sh -c 'sleep 0.2; echo accepting connections; echo and more >
         assert run.stop() == 0
 
 
+def test_a_stack_file_and_an_env_file_saved_with_a_bom_read_as_without(tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark (Notepad's) is not part of the first key or table."""
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfGREETING=hello\n")
+    stack = tmp_path / "supervise.toml"
+    text = '[processes.talker]\noneshot = true\ncommand = ["sh", "-c", "echo got $GREETING"]\n'
+    stack.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    run = Run(stack)
+    assert run.wait() == 0, run.explain()
+    assert "got hello" in run.lines("talker")
+
+
 def test_readiness_by_http_log_exec_and_notify(tmp_path: Path) -> None:
     notify = tmp_path / "notify.py"
     notify.write_text(

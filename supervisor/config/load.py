@@ -107,7 +107,7 @@ def load_stack(
     path = (file if file is not None else find_stack_file(Path.cwd())).absolute()
     name = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not text
     except OSError as exc:
         raise ConfigError([Problem(name, "", f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
@@ -258,7 +258,7 @@ def _read_env_files(
                 )
             continue
         try:
-            text = env_path.read_text()
+            text = env_path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(env_path), "", f"cannot read env file: {exc}"))
             continue
