@@ -93,6 +93,11 @@ INVALID = [
         ["processes.web.command", "unterminated"],
     ),
     (
+        "a reference in a default",
+        "[processes.web]\ncommand = 'true'\nenv = { DB = '${DB_URL:-${DEFAULT_DB}}' }\n",
+        ["processes.web.env.DB", "a reference in the default of ${DB_URL:-…}"],
+    ),
+    (
         "completed on a service",
         "[processes.web]\ncommand = 'true'\ndepends_on = { marker = 'completed' }\n",
         ["processes.web.depends_on.marker", "'completed' needs a oneshot"],

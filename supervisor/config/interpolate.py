@@ -1,6 +1,7 @@
 """`${...}` interpolation: pure parsing and substitution.
 
-Syntax: `${NAME}`, `${NAME:-default}` and `$$` (a literal `$`). A lone `$` not followed by
+Syntax: `${NAME}`, `${NAME:-default}` (a default of plain text: no `${` in it) and `$$`
+(a literal `$`). A lone `$` not followed by
 `{` or `$` is kept as written (shell commands use it). Whoever calls `interpolate` decides
 what a name means; a name the resolver does not know is an error, never an empty string.
 """
@@ -38,6 +39,12 @@ def references(template: str) -> Iterator[tuple[str, str | None]]:
         name, sep, default = body.partition(":-")
         if not _NAME.fullmatch(name):
             raise TemplateSyntaxError(template, f"malformed reference ${{{body}}}")
+        if sep and "${" in default:  # `${A:-${B}}` would render "x}" or the text "${B}"
+            raise TemplateSyntaxError(
+                template,
+                f"a reference in the default of ${{{name}:-…}} (nested defaults are not "
+                "supported; the default must be plain text)",
+            )
         yield name, (default if sep else None)
     _check_gap(template, template[position:])
 
