@@ -93,6 +93,16 @@ INVALID = [
         ["processes.web.command", "unterminated"],
     ),
     (
+        "an http probe's port out of range",
+        "[processes.web]\ncommand = 'true'\nready = { http = 'http://127.0.0.1:99999/' }\n",
+        ["processes.web.ready.http", "'http://127.0.0.1:99999/' is not a valid URL: Port out"],
+    ),
+    (
+        "an http probe's broken IPv6 host",
+        "[processes.web]\ncommand = 'true'\nlive = { http = 'http://[::1:${port}/' }\n",
+        ["processes.web.live.http", "is not a valid URL: Invalid IPv6 URL"],
+    ),
+    (
         "a reference in a default",
         "[processes.web]\ncommand = 'true'\nenv = { DB = '${DB_URL:-${DEFAULT_DB}}' }\n",
         ["processes.web.env.DB", "a reference in the default of ${DB_URL:-…}"],

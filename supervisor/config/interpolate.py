@@ -91,3 +91,9 @@ def interpolate(template: str, resolve: Callable[[str], str | None]) -> str:
         raise KeyError(name)
 
     return _REFERENCE.sub(substitute, template)
+
+
+def stand_in(template: str, value: str = "1") -> str:
+    """`template` with every reference replaced by `value` (and `$$` by `$`): what it
+    looks like rendered, for checking its shape before any value is known."""
+    return _REFERENCE.sub(lambda m: "$" if m.group(1) is None else value, template)

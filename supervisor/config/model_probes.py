@@ -10,10 +10,11 @@ runtime, which reads `spec.Probe` and `spec.Liveness`.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from supervisor.config.interpolate import TemplateSyntaxError, references
+from supervisor.config.interpolate import TemplateSyntaxError, references, stand_in
 from supervisor.config.model_fields import StrictModel, scalar_to_str
 from supervisor.config.spec import (
     DEFAULT_LIVE_FAILURES,
@@ -51,9 +52,9 @@ class ProbeModel(StrictModel):
         """The probe's one kind (checked above)."""
         return next(k for k in PROBE_KINDS if getattr(self, k))
 
-    @field_validator("mcp")
+    @field_validator("http", "mcp")
     @classmethod
-    def _mcp_url(cls, value: str | None) -> str | None:
+    def _url(cls, value: str | None) -> str | None:
         return _check_url(value)
 
     @field_validator("log")
@@ -90,6 +91,14 @@ def _check_url(value: str | None) -> str | None:
         raise ValueError(str(exc)) from exc
     if not value.startswith("http://"):
         raise ValueError(f"only http:// URLs are probed, got {value!r}")
+    # Each `${...}` stands for a value that renders well (a port, a host) at this check.
+    try:
+        url = urlsplit(stand_in(value))
+        url.port  # noqa: B018  (raises for a port out of range or not a number)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
+    if not url.hostname:
+        raise ValueError(f"{value!r} has no host")
     return value
 
 

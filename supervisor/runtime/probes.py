@@ -153,10 +153,14 @@ async def _tcp(probe: RenderedProbe, ctx: ProbeContext) -> None:
 
 
 async def _http(probe: RenderedProbe, ctx: ProbeContext) -> None:
-    url = urlsplit(probe.target[0])
+    try:  # as rendered: a `${...}` may have made it malformed
+        url = urlsplit(probe.target[0])
+        port = url.port or 80
+    except ValueError as exc:
+        raise ProbeFailed(f"{probe.target[0]!r} is not a valid URL: {exc}") from None
     if url.scheme != "http" or not url.hostname:
         raise ProbeFailed(f"only http:// URLs are probed, got {probe.target[0]!r}")
-    status = await http_get_status(url.hostname, url.port or 80, url.path or "/", url.query)
+    status = await http_get_status(url.hostname, port, url.path or "/", url.query)
     if not 200 <= status < 400:
         raise ProbeFailed(f"HTTP {status}")
 
