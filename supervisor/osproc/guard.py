@@ -77,7 +77,7 @@ class Guard:
         process = self._process
         if process is None or process.stdin is None:
             return
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: closed by `stop`
             os.write(process.stdin.fileno(), text.encode())
 
     def stop(self) -> None:

@@ -83,6 +83,8 @@ class Launcher:
         key = (python, tuple(preload), cwd)
         zygote = self._zygotes.get(key)
         if zygote is None or zygote.ended.is_set():
+            if zygote is not None and zygote.pid is not None:
+                self.guard.forget(zygote.pid)  # its session is gone: never kill a reused id
             zygote = Zygote(python, preload, zygote_environment({}, base_env), cwd, self.reaper)
             self._zygotes[key] = zygote
             if self._tg is None:
@@ -108,3 +110,5 @@ class Launcher:
             process = zygote.process
             if process is not None and process.returncode is None:
                 await kill_tree(process.pid, None, [], process.exited)
+            if zygote.pid is not None:
+                self.guard.forget(zygote.pid)
