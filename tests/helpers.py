@@ -93,6 +93,7 @@ class Run:
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
         preexec: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.stack = stack
         self.proc = subprocess.Popen(
@@ -105,7 +106,7 @@ class Run:
                 "json",
                 *args,
             ],
-            cwd=stack.parent,
+            cwd=cwd or stack.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -678,6 +679,29 @@ def test_a_stack_file_that_is_a_symlink_is_reloaded_when_pointed_elsewhere(
         # ... and the file it points at now is the one watched for edits.
         edited = two + f'[processes.c]\ncommand = ["{PY}", "{SVC}"]\n'
         (tmp_path / "v2.toml").write_text(edited)
+        run.event("c", "running", ready=True)
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_stack_files_directory_replaced_whole_is_watched_anew(tmp_path: Path) -> None:
+    """`rm -rf conf && cp -r new conf`: the watch was on the old directory's inode, so
+    edits after the swap went unseen."""
+    one = f'[processes.a]\ncommand = ["{PY}", "{SVC}"]\n'
+    two = one + f'[processes.b]\ncommand = ["{PY}", "{SVC}"]\n'
+    conf, new = tmp_path / "conf", tmp_path / "new"
+    conf.mkdir()
+    new.mkdir()
+    stack = write_stack(conf, one)
+    write_stack(new, two)
+    run = Run(stack, cwd=tmp_path)  # not from inside the directory that goes
+    try:
+        run.event("a", "running", ready=True)
+        shutil.rmtree(conf)
+        shutil.copytree(new, conf)
+        run.event("b", "running", ready=True)
+        # The later edit is seen too.
+        stack.write_text(two + f'[processes.c]\ncommand = ["{PY}", "{SVC}"]\n')
         run.event("c", "running", ready=True)
     finally:
         assert run.stop() == 0

@@ -9,6 +9,7 @@ watching cannot work here (no inotify, its limits reached), it says so and stops
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -29,6 +30,7 @@ from supervisor.runtime.live import LiveConfig
 WATCH_STEP_MS = 200
 WATCH_TIMEOUT_MS = 30_000
 DEBOUNCE_MS = 50  # an editor's write-then-rename is one change
+DIRECTORY_POLL = 0.2  # how often a directory being replaced is looked for
 
 
 async def watch_stack_files(
@@ -56,11 +58,28 @@ def _directories(live: LiveConfig) -> set[str]:
     return {str(p.parent) for p in _watched(live) if p.parent.is_dir()}
 
 
+def _identity(directories: set[str]) -> dict[str, tuple[int, int] | None]:
+    """Which directory each path names now: a watch is on an inode, and one replaced
+    whole (`rm -rf conf && cp -r new conf`) is not the one watched any more."""
+    found: dict[str, tuple[int, int] | None] = {}
+    for directory in directories:
+        try:
+            info = os.stat(directory)
+        except OSError:
+            found[directory] = None
+        else:
+            found[directory] = (info.st_dev, info.st_ino)
+    return found
+
+
 async def _watch(live: LiveConfig) -> None:
+    catch_up = False
     while True:
         directories = _directories(live)
-        if not directories:
-            return
+        while not directories:  # the stack file's directory is being replaced
+            await anyio.sleep(DIRECTORY_POLL)
+            directories = _directories(live)
+        identity = _identity(directories)
         stop = threading.Event()
         send, receive = anyio.create_memory_object_stream[BaseException | None](1)
         # Which files count is asked at each change, of the plan as it is then: a reload
@@ -71,12 +90,18 @@ async def _watch(live: LiveConfig) -> None:
         thread.start()
         try:
             async with receive:
+                if catch_up:  # what changed while no watch was on the new directory
+                    catch_up = False
+                    await _reload(live)
                 async for failure in receive:
                     if failure is not None:
                         raise failure
                     await _reload(live)
-                    if _directories(live) != directories:
-                        break  # an env file in another directory: watch that one too
+                    # An env file in another directory, or a directory replaced whole:
+                    # watch anew, and reload once more for what changed in between.
+                    if _directories(live) != directories or _identity(directories) != identity:
+                        catch_up = True
+                        break
         finally:
             stop.set()
 
