@@ -10,13 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from supervisor import __version__
+from supervisor.quickargs import MAX_SECONDS
 
 TYPE_CHECKING = False  # importing typing costs a client command 4 ms
 if TYPE_CHECKING:
     from typing import Any
-
-
-MAX_SECONDS = 86_400.0  # a day: the longest --timeout or --watch period taken
 
 
 def seconds(text: str) -> float:

@@ -12,6 +12,8 @@ generated command lines, that every namespace built here equals argparse's.
 
 from __future__ import annotations
 
+MAX_SECONDS = 86_400.0  # a day: the longest --timeout or --watch period taken (both parsers)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -106,7 +108,7 @@ def parse(argv: Sequence[str]) -> Parsed | None:
                         seconds = float(value)
                     except ValueError:
                         return None
-                    if not 0 < seconds <= 86_400.0:  # nan, inf, > a day: argparse says why
+                    if not 0 < seconds <= MAX_SECONDS:  # nan, inf, > a day: argparse says why
                         return None
                     values[name] = seconds
                 elif name == "log_format":
