@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args = build_parser(words).parse_args(words)
     try:
+        _require_working_directory()
         if args.command in ("export", "exec", "wait"):
             from supervisor.export.cli import run_command
 
@@ -59,6 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def _require_working_directory() -> None:
+    """Relative paths, and finding the stack file, start from the current directory:
+    one that a deploy removed after the shell entered it is said so, not a traceback."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError(
+            "the current directory no longer exists (it was removed after this shell"
+            " entered it); cd to one that does"
+        ) from None
 
 
 def _warn_if_supervisord_is_installed() -> None:

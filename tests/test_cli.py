@@ -127,6 +127,26 @@ def test_the_stack_is_found_from_a_subdirectory_and_not_past_the_repository(
     assert "here or in a parent directory (up to the repository root)" in stopped.stderr
 
 
+@pytest.mark.parametrize("verb", ["status", "check", "run"])
+def test_a_command_run_from_a_removed_directory_says_so(tmp_path: Path, verb: str) -> None:
+    """A shell left in a directory a deploy removed: a traceback before."""
+    gone = tmp_path / "release-1"
+    gone.mkdir()
+    script = 'cd "$1" && rmdir "$1" && exec "$2" -m supervisor "$3"'
+    result = subprocess.run(
+        ["sh", "-c", script, "sh", str(gone), PY, verb],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SUPERVISE_SOCKET": ""},
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "supervise: the current directory no longer exists (it was removed after this"
+        " shell entered it); cd to one that does\n"
+    )
+
+
 def test_logs_show_the_supervisors_own_events_and_filter(running: Run) -> None:
     stack = str(running.stack)
     assert cli("restart", "alpha/echo", "-c", stack).returncode == 0

@@ -707,6 +707,27 @@ def test_a_stack_files_directory_replaced_whole_is_watched_anew(tmp_path: Path) 
         assert run.stop() == 0
 
 
+def test_a_supervisor_whose_working_directory_was_removed_still_reloads(
+    tmp_path: Path,
+) -> None:
+    """Started from a directory a deploy then removes: every reload failed with
+    "FileNotFoundError" (the validating interpreter was started there)."""
+    one = f'[processes.a]\ncommand = ["{PY}", "{SVC}"]\n'
+    stack = write_stack(tmp_path, one)
+    started_in = tmp_path / "release-1"
+    started_in.mkdir()
+    run = Run(stack, cwd=started_in)
+    try:
+        run.event("a", "running", ready=True)
+        started_in.rmdir()
+        stack.write_text(one + f'[processes.b]\ncommand = ["{PY}", "{SVC}"]\n')
+        run.event("b", "running", ready=True)
+        result = cli("reload", "-c", str(stack))
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        assert run.stop() == 0
+
+
 def test_logs_follow_and_events_stream_live(stack: tuple[Run, Client]) -> None:
     run, client = stack
     events = client.events()

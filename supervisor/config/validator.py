@@ -176,13 +176,16 @@ async def load_elsewhere(
     for path in (request, answer):
         path.unlink(missing_ok=True)
     with os.fdopen(_private(request), "wb") as handle:
-        pickle.dump(list(sys.path), handle)
+        pickle.dump(_import_path(), handle)
         pickle.dump((file, dict(environ), selection), handle)
     said: list[str] = []
     try:
         try:
+            # In the runtime directory, which this process made: the directory the
+            # supervisor was started from may have been removed by a deploy since
+            # (the stack file's path is absolute).
             child = spawn(
-                [sys.executable, "-c", _BOOT, str(request)], os.environ, os.getcwd(), reaper=reaper
+                [sys.executable, "-c", _BOOT, str(request)], os.environ, str(workdir), reaper=reaper
             )
         except SpawnError as exc:
             raise RuntimeError(f"validating the stack failed: {exc}") from exc
@@ -202,6 +205,16 @@ async def load_elsewhere(
         for path in (request, answer):
             path.unlink(missing_ok=True)
     return _decode(data, _ending(child.returncode), "\n".join(said[-20:]))
+
+
+def _import_path() -> list[str]:
+    """This process's import path for an interpreter started elsewhere: "" (the
+    current directory) made absolute, or left out if that directory is gone."""
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:
+        return [entry for entry in sys.path if entry]
+    return [entry or here for entry in sys.path]
 
 
 def _private(path: Path) -> int:
