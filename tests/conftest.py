@@ -3,12 +3,15 @@
 Each test runs with a fresh ``SUPERVISE_TEST_TOKEN`` in ``os.environ``. Every process it
 starts inherits it — through the supervisor, its units and their grandchildren, even
 those that called ``setsid`` and were reparented away — so at teardown the net finds
-them by reading ``/proc/*/environ``. Anything still alive is killed by pid, and the test
-fails: a process left behind is a bug in the code under test or in the test.
+them by reading ``/proc/*/environ``. A process that cleared its environment is found by
+its cgroup instead (``tests/tracking``), where the machine lets the test process have
+one. Anything still alive is killed by pid, and the test fails: a process left behind is
+a bug in the code under test or in the test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests import tracking
 
 TOKEN_VAR = "SUPERVISE_TEST_TOKEN"
 
@@ -77,27 +82,51 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_report_header() -> str:
+    where = tracking.home()
+    if where is None:
+        return "orphan net: environment marker only (no writable cgroup v2 hierarchy)"
+    return f"orphan net: environment marker and a cgroup per test process below {where}"
+
+
+@pytest.fixture(scope="session")
+def cgroup() -> Iterator[tracking.Tracker | None]:
+    tracker = tracking.Tracker.enter()
+    yield tracker
+    if tracker is not None:
+        tracker.leave()
+
+
 @pytest.fixture(autouse=True)
-def orphan_net(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def orphan_net(monkeypatch: pytest.MonkeyPatch, cgroup: tracking.Tracker | None) -> Iterator[str]:
     token = uuid.uuid4().hex
     monkeypatch.setenv(TOKEN_VAR, token)
+    before = cgroup.members() if cgroup is not None else set()
+
+    def survivors() -> list[psutil.Process]:
+        found = {proc.pid: proc for proc in processes_with_token(token)}
+        for pid in cgroup.left_behind(before) if cgroup is not None else ():
+            with contextlib.suppress(psutil.Error):
+                found.setdefault(pid, psutil.Process(pid))
+        return list(found.values())
+
     yield token
     deadline = time.monotonic() + SETTLE_SECONDS
-    survivors = processes_with_token(token)
-    while survivors and time.monotonic() < deadline:
+    left = survivors()
+    while left and time.monotonic() < deadline:
         _reap_own_zombies()
         time.sleep(0.05)
-        survivors = processes_with_token(token)
-    if not survivors:
+        left = survivors()
+    if not left:
         return
     described = []
-    for proc in survivors:
+    for proc in left:
         try:
             described.append(f"pid {proc.pid} {' '.join(proc.cmdline())[:120]}")
             proc.send_signal(signal.SIGKILL)
         except psutil.Error:
             continue
-    psutil.wait_procs(survivors, timeout=5)
+    psutil.wait_procs(left, timeout=5)
     _reap_own_zombies()
     pytest.fail(
         f"{len(described)} process(es) started by this test were still alive at teardown:\n  "
