@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 REDACTED = "***"
+REDACTED_BYTES = REDACTED.encode()
 MIN_MASKED_LENGTH = 4  # shorter secret values would mask ordinary words
 
 
@@ -33,17 +34,49 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _secret_values(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(v for k, v in pairs if is_secret(k) and len(v) >= MIN_MASKED_LENGTH)
+
+
 class Redactor:
     """The secret values known right now; longest first, so a value that contains
-    another is masked whole."""
+    another is masked whole.
+
+    Two sources: the configuration's variables and model keys (`update`, replaced as a
+    whole), and what each unit's environment was rendered with (`rendered`: a process's
+    own `env` table, or a secret-named variable given a value from elsewhere)."""
 
     def __init__(self) -> None:
         self.values: tuple[str, ...] = ()
+        self.encoded: tuple[bytes, ...] = ()  # the values as UTF-8, for raw output
+        self.longest = 0  # bytes in the longest value encoded
+        self._known: frozenset[str] = frozenset()
+        self._rendered: dict[str, frozenset[str]] = {}
 
     def update(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Replace the known values with those of the secret-looking names in `pairs`."""
-        found = {v for k, v in pairs if is_secret(k) and len(v) >= MIN_MASKED_LENGTH}
+        self._known = _secret_values(pairs)
+        self._rebuild()
+
+    def rendered(self, unit: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """The secret-looking values `unit`'s environment has, besides the known ones."""
+        extra = _secret_values(pairs) - self._known
+        if self._rendered.get(unit, frozenset()) != extra:
+            self._rendered[unit] = extra
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        found = self._known.union(*self._rendered.values())
         self.values = tuple(sorted(found, key=len, reverse=True))
+        self.encoded = tuple(v.encode() for v in self.values)
+        self.longest = max((len(e) for e in self.encoded), default=0)
 
     def mask(self, text: str) -> str:
         return mask(text, self.values)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        """Raw output with every secret value replaced by `***`."""
+        for secret in self.encoded:
+            if secret in data:
+                data = data.replace(secret, REDACTED_BYTES)
+        return data

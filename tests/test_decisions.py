@@ -14,6 +14,7 @@ from supervisor.control.status import readiness
 from supervisor.plan import Unit
 from supervisor.policy import Ended, Exited, FailureWindow, GiveUp, Restart, after_exit
 from supervisor.runtime.gate import blocker, finished, key_blocker, verdict
+from supervisor.secrets import Redactor
 from supervisor.state import (
     Blocker,
     IllegalTransition,
@@ -229,7 +230,7 @@ def test_readiness_of_a_stack_with_failure_domains(
         tuple(units),
         {m: ModelStatus(ModelState(s), "boom" if s == "failed" else "") for m, s in models.items()},
     )
-    is_ready, body = readiness(stack)
+    is_ready, body = readiness(stack, Redactor())
     assert is_ready is ready
     assert body.get("units", {}) == why
     failed = {m for m, s in models.items() if s == "failed"}

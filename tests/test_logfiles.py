@@ -5,7 +5,9 @@ JSON lines with OpenTelemetry's log data model names."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,34 @@ def test_a_line_longer_than_the_size_gets_a_file_of_its_own(tmp_path: Path) -> N
     file.write(["short", "y" * 500, "after"])
     file.close()
     assert [p.read_text() for p in kept(path)] == ["short\n", "y" * 500 + "\n", "after\n"]
+
+
+def test_lowering_the_backups_removes_the_files_numbered_above_at_the_next_rotation(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "unit.log"
+    file = RotatingFile(path, max_size=100, backups=3)
+    file.write([f"line {i} " + "x" * 40 for i in range(10)])
+    file.close()
+    assert [p.name for p in kept(path)] == ["unit.log.3", "unit.log.2", "unit.log.1", "unit.log"]
+    (tmp_path / "other.log.7").write_text("another file's backup\n")  # left alone
+    file = RotatingFile(path, max_size=100, backups=1)  # a reload lowered `log_backups`
+    file.write([f"more {i} " + "y" * 40 for i in range(4)])
+    file.close()
+    assert [p.name for p in kept(path)] == ["unit.log.1", "unit.log"]
+    assert (tmp_path / "other.log.7").exists()
+
+
+def test_the_directories_made_for_a_log_file_are_each_0750(tmp_path: Path) -> None:
+    """`mkdir(parents=True)` gave the parents the default mode (0755 under umask 022)."""
+    old = os.umask(0o022)
+    try:
+        RotatingFile(tmp_path / "logs" / "alpha" / "sub" / "trade.log", 100, 1).close()
+    finally:
+        os.umask(old)
+    for directory in ("logs", "logs/alpha", "logs/alpha/sub"):
+        assert stat.S_IMODE((tmp_path / directory).stat().st_mode) == 0o750, directory
+    assert stat.S_IMODE((tmp_path / "logs/alpha/sub/trade.log").stat().st_mode) == 0o640
 
 
 PRINTER = """

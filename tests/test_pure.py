@@ -16,9 +16,11 @@ from supervisor.config.model import process_spec
 from supervisor.config.procfile import parse_procfile
 from supervisor.config.spec import Process, check_regex
 from supervisor.errors import MissingModelKey, UnresolvedReference
+from supervisor.osproc.pipes import _split as split_lines
 from supervisor.plan import RenderContext, expand, find_cycle, levels, render
 from supervisor.policy import FailureWindow, backoff_delay, should_restart
 from supervisor.runtime.keys import ModelKeys
+from supervisor.secrets import Redactor
 from supervisor.state import IllegalTransition, State, Status, advance
 
 VARS = {"HOME": "/home/x", "EMPTY": "", "PORT": "8080"}
@@ -447,3 +449,28 @@ def test_a_secret_key_set_or_published_is_masked_at_once_and_others_leave_the_ma
     assert redactor.mask("tok-abcdef") == "***"
     assert keys.change("alpha", {}, unset=["OPENAI_API_KEY"]) == ["OPENAI_API_KEY"]
     assert redactor.mask("sk-api-56789") == "sk-api-56789"  # no longer a known secret
+
+
+def _read_in(chunks: list[bytes], redactor: Redactor | None) -> list[str]:
+    """Lines as a unit's pipe delivers them, `chunks` one read each."""
+    lines: list[str] = []
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        split_lines(buffer, lines.append, 100, redactor)
+    split_lines(buffer, lines.append, 100, redactor, final=True)
+    return lines
+
+
+def test_a_secret_that_arrives_across_two_reads_of_a_long_unfinished_line_is_masked() -> None:
+    redactor = Redactor()
+    redactor.update([("API_KEY", "sk-live-0123456789")])
+    lines = _read_in([b"x" * 95 + b"sk-live-01", b"23456789" + b"y" * 10, b"\n"], redactor)
+    assert "".join(lines) == "x" * 95 + "***" + "y" * 10
+    assert all(len(line) <= 100 for line in lines)
+    assert not any("0123" in line or "6789" in line for line in lines)
+
+
+def test_long_lines_are_cut_between_utf8_characters_and_an_unfinished_one_at_the_end() -> None:
+    lines = _read_in(["é".encode() * 120 + b"\nshort\n", b"z" * 250], None)
+    assert lines == ["é" * 50, "é" * 50, "é" * 20, "short", "z" * 100, "z" * 100, "z" * 50]

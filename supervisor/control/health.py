@@ -67,7 +67,7 @@ class HealthApi:
         if request.path == "/healthz":
             return Response(body={"status": "ok", "time": time.time()})
         if request.path == "/readyz":
-            ready, body = readiness(self.plane.view())
+            ready, body = readiness(self.plane.view(), self.plane.redactor)
             return Response(200 if ready else 503, body)
         if request.path == "/status":
             return Response(body=status_document(self.plane, full=False))

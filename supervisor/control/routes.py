@@ -193,13 +193,15 @@ class ControlApi:
         since = request.number("since", 0.0)
         grep = _pattern(request.query.get("grep", [None])[-1])
         events = request.query.get("events", ["1"])[-1] not in ("0", "false", "no")
+        mask = self.plane.redactor.mask
 
         def wanted(record: LogRecord) -> bool:
             if not events and record.stream == "event":
                 return False
             if unit is not None and unit not in (record.unit, record.about):
                 return False
-            return record.ts >= since and (grep is None or bool(grep.search(record.line)))
+            # Searched as shown: a secret is never confirmed by what a pattern matches.
+            return record.ts >= since and (grep is None or bool(grep.search(mask(record.line))))
 
         recent = [r for r in self.plane.recent_logs(unit, events=events) if wanted(r)]
         recent = recent[-lines:] if lines > 0 else []

@@ -62,8 +62,9 @@ def status_document(plane: ControlPlane, *, full: bool, usage: bool = True) -> d
     }
 
 
-def readiness(view: StackView) -> tuple[bool, dict[str, Any]]:
-    """Whether the stack is ready, and the body that says why (or why not).
+def readiness(view: StackView, redactor: Redactor) -> tuple[bool, dict[str, Any]]:
+    """Whether the stack is ready, and the body that says why (or why not), its reasons
+    masked (the health port may face the internet).
 
     Ready when every required global unit is ready (or completed) and every model that
     is not failed is ready: a failed model never makes the healthy ones unready (it is
@@ -76,13 +77,13 @@ def readiness(view: StackView) -> tuple[bool, dict[str, Any]]:
         by_model.setdefault(unit.model, []).append(unit)
     for unit in by_model.get(None, []):
         if unit.required and not unit.status.ok:
-            unready[unit.name] = unit.status.describe()
+            unready[unit.name] = redactor.mask(unit.status.describe())
     for model, status in view.models.items():
         if status.state in (ModelState.FAILED, ModelState.STOPPING):
-            failed[model] = status.describe()
+            failed[model] = redactor.mask(status.describe())
             continue
         waiting = {
-            u.name: u.status.describe()
+            u.name: redactor.mask(u.status.describe())
             for u in by_model.get(model, [])
             if u.required and not u.status.ok
         }

@@ -77,7 +77,7 @@ class RotatingFile:
 
     def __init__(self, path: Path, max_size: int, backups: int) -> None:
         self.path, self.max_size, self.backups = path, max_size, backups
-        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         self.file = self._open()
         self.size = os.fstat(self.file.fileno()).st_size
 
@@ -96,7 +96,7 @@ class RotatingFile:
 
     def rotate(self) -> None:
         """NAME → NAME.1 → … → NAME.<backups>; the oldest falls off (no backups: the file
-        starts afresh)."""
+        starts afresh), and so do backups numbered above `backups` (it was lowered)."""
         self.file.close()
         if self.backups:
             for index in range(self.backups - 1, 0, -1):
@@ -106,11 +106,26 @@ class RotatingFile:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink(missing_ok=True)
+        prefix = f"{self.path.name}."
+        with os.scandir(self.path.parent) as entries:
+            for entry in entries:
+                number = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+                if number.isdigit() and int(number) > self.backups:
+                    Path(entry.path).unlink(missing_ok=True)
         self.file = self._open()
         self.size = 0
 
     def close(self) -> None:
         self.file.close()
+
+
+def _make_dirs(directory: Path) -> None:
+    """`directory` and any missing parent, each `DIR_MODE` (`mkdir(parents=True)` gives
+    the parents the default mode)."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    directory.mkdir(mode=DIR_MODE, exist_ok=True)
 
 
 class LogFiles:

@@ -40,6 +40,7 @@ from supervisor.plan import RenderedLive, Rendering
 from supervisor.policy import Ended
 from supervisor.runtime.probes import ProbeContext, ProbeTimeout, attempt_live, wait_ready
 from supervisor.runtime.record import UnitRecord
+from supervisor.secrets import Redactor
 
 AFTER_EXIT_STOP_TIMEOUT = 2.0  # leftovers of a unit whose leader exited get this long
 DRAIN_AFTER_EXIT = 1.0  # output still buffered in pipes when a unit has ended
@@ -51,6 +52,7 @@ class InstanceHost(Protocol):
     forced: anyio.Event  # set on a second Ctrl-C: stops kill at once
     reaper: Reaper  # exec probes spawn through it
     listening: ListenWatch  # the one reader of listening ports, for tcp readiness probes
+    redactor: Redactor  # output is masked as it is read, before it is kept or split
 
     async def launch(self, record: UnitRecord, rendering: Rendering) -> Child: ...
 
@@ -146,7 +148,8 @@ class Instance:
         try:
             for fd, stream in ((child.stdout, "stdout"), (child.stderr, "stderr")):
                 drained.append(anyio.Event())
-                stops.append(read_lines(fd, self._on_line(stream), drained[-1]))
+                on_line = self._on_line(stream)
+                stops.append(read_lines(fd, on_line, drained[-1], masker=self.host.redactor))
             async with anyio.create_task_group() as tg:
                 if sock is not None:
                     tg.start_soon(self._serve_notify, sock)

@@ -95,7 +95,8 @@ class Supervisor:
         self.selection = selection
         self.only_models = list(selection.models)
         self.exit_on_end = exit_on_end  # any unit that ends ends the stack (honcho's way)
-        self.keys = ModelKeys(self.file_models(loaded), base_pairs(loaded), printer.redactor)
+        self.redactor = printer.redactor  # one for the output, the API and the key store
+        self.keys = ModelKeys(self.file_models(loaded), base_pairs(loaded), self.redactor)
         # Failure domains: each model, and the global units (None).
         self.domains: dict[str | None, ModelStatus] = {None: ModelStatus()}
         self.domains.update((m, ModelStatus()) for m in self.keys.file)
@@ -422,7 +423,10 @@ class Supervisor:
             ports=self.ports.ports,
             unit_variables={record.name: variables},
         )
-        return render(record.unit, context)
+        rendering = render(record.unit, context)
+        # A process's own `env` (or a value given to a secret-looking name) is masked too.
+        self.redactor.rendered(record.name, rendering.env)
+        return rendering
 
     def key_blocker(self, record: UnitRecord, missing: MissingModelKey) -> Blocker:
         publishers = [
@@ -460,7 +464,7 @@ class Supervisor:
         self._journal(text, about)
 
     def _journal(self, text: str, about: str | None) -> None:
-        line = LogRecord(time.time(), SUPERVISOR_NAME, "event", text, about)
+        line = LogRecord(time.time(), SUPERVISOR_NAME, "event", self.redactor.mask(text), about)
         self.journal.append(line)
         if self.lines.listening:
             self.lines.publish(line)
