@@ -217,8 +217,9 @@ def load_checked(
                     )
                 ]
             ) from None
-        if loaded.is_procfile:  # honcho numbers the ports of the processes it runs
-            processes = renumber_ports(processes, loaded.stack.processes)
+        if loaded.is_procfile:  # honcho numbers the ports of those it runs, as named
+            named = {name: processes[name] for name in dict.fromkeys(selection.processes)}
+            processes = renumber_ports(named, loaded.stack.processes)
         loaded = replace(loaded, stack=replace(loaded.stack, processes=processes))
     models = selection.models
     only = [m for m in models if not reloading or m in loaded.stack.models]

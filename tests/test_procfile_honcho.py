@@ -78,18 +78,19 @@ def test_ports_and_environment_match_honcho_with_port_in_dot_env(tmp_path: Path)
     ]
 
 
-def test_a_named_subset_runs_as_under_honcho_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("named", [["worker", "clock"], ["clock", "worker"]])
+def test_a_named_subset_runs_as_under_honcho_start(tmp_path: Path, named: list[str]) -> None:
     for tool in ("honcho", "supervise"):
         tmp = tmp_path / tool
         tmp.mkdir()
         procfile(tmp, {n: f"{DUMP} {n}.json && sleep 0.3" for n in ("web", "worker", "clock")})
-        args = ["worker", "clock"] + (["--exit-on-end"] if tool == "supervise" else [])
+        args = named + (["--exit-on-end"] if tool == "supervise" else [])
         result = run_tool(tool, tmp, *args, env={"PORT": "6000"})
         assert result.returncode == 0, (tool, result.stderr[-2000:])
         assert not (tmp / "web.json").exists(), tool
-        # honcho numbers the ports of the processes it runs; so does supervise
-        ports = {n: dumps(tmp, [n])[n]["PORT"] for n in ("worker", "clock")}
-        assert ports == {"worker": "6000", "clock": "6100"}, (tool, ports)
+        # honcho numbers the ports of the processes it runs, in the order they are named
+        ports = {n: dumps(tmp, [n])[n]["PORT"] for n in named}
+        assert ports == {named[0]: "6000", named[1]: "6100"}, (tool, ports)
 
 
 def test_a_failing_process_ends_the_run_with_its_code_as_under_honcho(tmp_path: Path) -> None:

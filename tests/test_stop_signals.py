@@ -8,15 +8,18 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-from tests.helpers import PY, ROOT, Run, cli, wait_until, write_stack
+import pytest
+
+from tests.helpers import PY, ROOT, Run, cli, cli_started, wait_until, write_stack
 
 COUNT = str(ROOT / "tests" / "children" / "sigcount.py")
 
 
-def stack(tmp_path: Path, stop_signal: str) -> Path:
+def stack(tmp_path: Path, stop_signal: str, head: str = "", linger: float = 0.3) -> Path:
     return write_stack(
         tmp_path,
         f"""
+{head}
 [models.alpha]
 SIGNATURE = "v1"
 
@@ -25,7 +28,7 @@ per_model = true
 command = ["{PY}", "{COUNT}"]
 inject = ["SIGNATURE"]
 stop_signal = "{stop_signal}"
-env = {{ SIGLOG = "{tmp_path / "signals.log"}" }}
+env = {{ SIGLOG = "{tmp_path / "signals.log"}", SIGLINGER = "{linger}" }}
 """,
     )
 
@@ -78,3 +81,27 @@ def test_stop_restart_and_shutdown_signal_each_process_once(tmp_path: Path) -> N
         assert "SIGINT" in (tmp_path / "signals.log").read_text()
     finally:
         run.stop()
+
+
+@pytest.mark.parametrize("budget", [30, 1], ids=["within the shutdown budget", "past it"])
+def test_a_unit_already_stopping_is_not_signalled_again_by_the_shutdown(
+    tmp_path: Path, budget: int
+) -> None:
+    """A `stop` in flight when SIGTERM comes (a deploy): the shutdown signalled it a
+    second time, and a third when its budget ran out ("killing what is left")."""
+    head = f"[supervise]\nshutdown_timeout = {budget}"
+    path = stack(tmp_path, "SIGINT", head=head, linger=2.5)
+    run = Run(path)
+    stopping = None
+    try:
+        run.event("alpha/tree", "running", ready=True)
+        tree = next_tree(tmp_path, set())
+        stopping = cli_started("stop", "alpha/tree", "-c", str(path))
+        wait_until(lambda: sum(signals_by_pid(tmp_path, tree).values()) == 3, "signalled")
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0
+        assert signals_by_pid(tmp_path, tree) == Counter(dict.fromkeys(tree, 1))
+    finally:
+        run.stop()
+        if stopping is not None:
+            stopping.communicate(timeout=30)

@@ -189,10 +189,15 @@ def validate_model(name: str, keys: Mapping[str, str]) -> None:
 MAX_VALUE_BYTES = 32 * 1024  # one runtime-config value; environments are not file stores
 
 
-def validate_key(key: str, value: str) -> None:
-    """Raises InvalidValue for a key or value no environment should carry."""
+def validate_key_name(key: str) -> None:
+    """Raises InvalidValue for a name no environment variable can have."""
     if not is_env_key(key):
         raise InvalidValue("key", key, ENV_KEY_RULE)
+
+
+def validate_key(key: str, value: str) -> None:
+    """Raises InvalidValue for a key or value no environment should carry."""
+    validate_key_name(key)
     shown = redact(key, value)  # an error message must not echo a secret
     if "\0" in value:
         raise InvalidValue(f"value of {key}", shown, "contains a NUL byte")

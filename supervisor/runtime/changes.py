@@ -14,6 +14,11 @@ Invariants:
   answer says "rolled back: UNIT failed: REASON". Without rollback the new keys stay and
   a required unit that failed fails its model. While a batch runs the model is
   `changing`, so a failure is the batch's to handle, not the failure domain's.
+- What a oneshot the batch restarted publishes is part of the batch: the units whose
+  rendering those keys change (the servers injecting the SIGNATURE an init publishes)
+  restart within it, under its deadline and its rollback.
+- A rollback restores keys that worked: it is given at least `DEFAULT_WAIT` to bring
+  their units back, however short the caller's own deadline was.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from supervisor.runtime.keys import KeyLayers
 from supervisor.runtime.record import UnitRecord
 from supervisor.runtime.supervisor import Supervisor
 from supervisor.state import ModelState, State, StopReason
+
+# Rounds of units restarted for what restarted oneshots published, within one change: a
+# oneshot that publishes a new value at every run must not restart its model for ever.
+PUBLISH_ROUNDS = 5
 
 
 @dataclass(eq=False)
@@ -136,6 +145,30 @@ async def restart_and_wait(
     swap = await stop_for_restart(sv, targets.restart, f"restarting: {why}")
     waiters = restart_stopped(sv, targets.restart, swap) + sv.watch_units(targets.watch)
     return await wait_all(sv, [*also, *waiters], timeout)
+
+
+async def follow_publishes(
+    sv: Supervisor, model: str, applied: Mapping[str, str], deadline: float
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Restart, and wait for until `deadline`, the units whose rendering the keys that
+    units published since `applied` was taken have changed — round after round, while
+    a restarted oneshot publishes something new. ({unit: reason} for those that did not
+    make it, the units restarted.)"""
+    names: list[str] = []
+    for _ in range(PUBLISH_ROUNDS):
+        now = sv.keys.keys(model)
+        if now == applied:
+            break
+        applied = now
+        more = affected(sv, sv.of_model(model))
+        if not more.names:
+            break
+        names += more.names
+        left = max(deadline - anyio.current_time(), 0.0)
+        failed = await restart_and_wait(sv, more, left, "published keys changed")
+        if failed:
+            return failed, tuple(names)
+    return {}, tuple(names)
 
 
 async def wait_all(sv: Supervisor, waiters: Sequence[Waiter], timeout: float) -> dict[str, str]:
@@ -247,13 +280,18 @@ class Changes:
             change.applied.set()
         rollback = any(c.rollback for c in batch if c.set or c.unset)
         timeout = max(c.timeout for c in batch)
+        deadline = anyio.current_time() + timeout
+        applied = sv.keys.keys(model)
         waiters = restart_stopped(sv, restart, swap) + sv.watch_units(watch)
         failed = await wait_all(sv, waiters, timeout)
+        if not failed:
+            failed, also = await follow_publishes(sv, model, applied, deadline)
+            names += tuple(n for n in also if n not in names)
         result = ChangeResult(model, changed, names, failed)
         if failed and rollback:
             for change in batch:
                 change.rolling_back.set()
-            result = await self._roll_back(model, snapshot, result, timeout)
+            result = await self._roll_back(model, snapshot, result, max(timeout, DEFAULT_WAIT))
         if sv.domains.get(model, status).state is ModelState.CHANGING:
             sv.set_model(model, ModelState.RUNNING)
             sv.check_domain(model)
@@ -269,9 +307,13 @@ class Changes:
         sv.note(f"rolling back model {model}: {what_happened(unit, reason)}")
         for record in sv.of_model(model):
             record.poke()
+        deadline = anyio.current_time() + timeout
+        restored = sv.keys.keys(model)
         again = await restart_and_wait(
             sv, affected(sv, sv.of_model(model)), timeout, "rolling back"
         )
+        if not again:
+            again, _ = await follow_publishes(sv, model, restored, deadline)
         message = f"rolled back: {what_happened(unit, reason)}"
         if again:
             other, why = next(iter(again.items()))

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from supervisor.config.spec import HttpView, validate_key, validate_model
+from supervisor.config.spec import HttpView, validate_key, validate_key_name, validate_model
 from supervisor.control.plane import (
     DEFAULT_WAIT,
     ChangeResult,
@@ -59,10 +59,15 @@ class LiveConfig:
         self.sv = supervisor
         self.changes = Changes(supervisor)
         self.dropped: set[str] = set()
+        # Models launched through the API that the file did not have: a reload keeps
+        # them even after the file has had them for a while and no longer does.
+        self.launched: set[str] = set()
         # One structural change (launch, drop, reload) at a time; each also holds the
         # queue lock of every model it touches, so it never runs beside a change batch.
         self.structure = anyio.Lock()
-        self.reloader = Reloader(supervisor, self.changes, self.structure, self.dropped)
+        self.reloader = Reloader(
+            supervisor, self.changes, self.structure, self.dropped, self.launched
+        )
 
     @property
     def redactor(self) -> Redactor:
@@ -202,8 +207,8 @@ class LiveConfig:
         try:
             for key, value in keys.items():
                 validate_key(key, value)
-            for key in unset:
-                validate_key(key, "")
+            for key in unset:  # a name only: an unset gives no value to check
+                validate_key_name(key)
         except InvalidValue as exc:
             raise ControlError("invalid", str(exc)) from exc
         current = self.sv.keys.keys(model)
@@ -241,13 +246,11 @@ class LiveConfig:
             if status is None or not status.ok:
                 now = status.describe() if status is not None else "gone"
                 failed[name] = f"not ready within {timeout:g} s (now {now})"
-        return ChangeResult(
-            model,
-            change.changed,
-            change.restarted,
-            failed,
-            "the change goes on: it is rolled back if a unit fails" if rollback else "",
-        )
+        if change.rolling_back.is_set():
+            going_on = "rolling back to the previous keys: still under way (see `supervise status`)"
+        else:
+            going_on = "the change goes on: it is rolled back if a unit fails" if rollback else ""
+        return ChangeResult(model, change.changed, change.restarted, failed, going_on)
 
     # ----------------------------------------------------------------- models
 
@@ -271,6 +274,8 @@ class LiveConfig:
                 records = _to_start(sv.of_model(model))
             else:
                 self.dropped.discard(model)
+                if model not in sv.keys.file:
+                    self.launched.add(model)
                 sv.domains[model] = ModelStatus()
                 units = expand(sv.loaded.stack.processes, [model])
                 records = sv.add_units([u for u in units.values() if u.model == model], start=False)
@@ -303,6 +308,7 @@ class LiveConfig:
             del sv.domains[model]
             sv.keys.forget(model)
             self.dropped.add(model)
+            self.launched.discard(model)
         sv.note(f"dropped model {model}")
         return DropResult(model, tuple(r.name for r in members))
 

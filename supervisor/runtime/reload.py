@@ -71,9 +71,15 @@ class Reloader:
     """Applies reloads; keeps the last one's error for `status` (empty when it took)."""
 
     def __init__(
-        self, sv: Supervisor, changes: Changes, structure: anyio.Lock, dropped: set[str]
+        self,
+        sv: Supervisor,
+        changes: Changes,
+        structure: anyio.Lock,
+        dropped: set[str],
+        launched: set[str],
     ) -> None:
-        self.sv, self.changes, self.structure, self.dropped = sv, changes, structure, dropped
+        self.sv, self.changes, self.structure = sv, changes, structure
+        self.dropped, self.launched = dropped, launched
         self.config_error = ""
         self.count = 0  # reloads asked for
         self.last_ok = True  # the last one took (none asked for: the start's load did)
@@ -149,7 +155,7 @@ class Reloader:
             for model in sorted(sv.models):
                 await locks.enter_async_context(self.changes.queue(model).lock)
             previous = sv.loaded
-            launched = [m for m in sv.models if m not in sv.keys.file]  # by the API
+            launched = [m for m in sv.models if m in self.launched]  # by the API
             # The new plan's held ports are bound before anything changes: a port that
             # another program holds refuses the reload like an invalid file.
             _, _, wanted = self._plan(loaded, launched)

@@ -525,8 +525,16 @@ def _signal_first(records: list[UnitRecord]) -> None:
     """Send every running unit of a level its stop signal at once, before each unit's
     task gets to its own (graceful, bounded) stop: N units stop in the time of one. The
     units' trees are recorded first, so that descendants reparented when a leader dies
-    are still known to be theirs."""
-    live = [r for r in records if r.child is not None and r.child.returncode is None]
+    are still known to be theirs. A unit already stopping (a `stop`, a `drop`, a
+    change's restart in flight) had its signal: a second one (SIGINT to uvicorn) would
+    mean "quit now"."""
+    live = [
+        r
+        for r in records
+        if r.child is not None
+        and r.child.returncode is None
+        and r.status.state is not State.STOPPING
+    ]
     if not live:
         return
     record_members((r.child.pid, r.marker) for r in live if r.child is not None)

@@ -1,7 +1,8 @@
 """A unit that writes `PID up` to `$SIGLOG` at start and one line per stop signal it
 receives (`PID SIGNAL`),
 and has two descendants doing the same: one in its process group, one in a session of
-its own. Each process ends 0.3 s after its first signal, so a repeated signal is seen."""
+its own. Each process ends `$SIGLINGER` s (0.3 by default) after its first signal, so
+a repeated signal is seen."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ended_at: list[float] = []
 def counted(signum: int, frame: object) -> None:
     with open(os.environ["SIGLOG"], "a") as log:
         log.write(f"{os.getpid()} {signal.Signals(signum).name}\n")
-    ended_at.append(time.monotonic() + 0.3)
+    ended_at.append(time.monotonic() + float(os.environ.get("SIGLINGER", "0.3")))
 
 
 def main() -> int:
