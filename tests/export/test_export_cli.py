@@ -19,13 +19,16 @@ from supervisor.export.names import dns_label, is_dns_label, label_value, port_n
 from tests.export.exports import reference_stack
 
 
-def run_export(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_export(
+    *args: str, cwd: Path, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "supervisor.export.cli", "export", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
+        env=None if environ is None else {**os.environ, **environ},
     )
 
 
@@ -109,6 +112,37 @@ def test_a_secret_interpolated_into_an_ordinary_entry_is_refused(tmp_path: Path)
     assert result.returncode == 2
     assert "compose.yaml would contain the value of the secret DB_PASSWORD" in result.stderr
     assert "s3cret-pass" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+SECRET_USES = {
+    "ready probe": 'ready = { http = "http://127.0.0.1:${port}/health?token=${API_TOKEN}" }\n',
+    "cwd": 'cwd = "runs/${API_TOKEN}"\n',
+}
+
+
+@pytest.mark.parametrize("target", ["kubernetes", "systemd", "compose"])
+@pytest.mark.parametrize("where", sorted(SECRET_USES))
+def test_a_secret_from_the_environment_in_a_probe_or_cwd_is_refused(
+    tmp_path: Path, target: str, where: str
+) -> None:
+    stack = tmp_path / "supervise.toml"
+    stack.write_text(
+        '[processes.web]\ncommand = "python -m http.server ${port}"\nport = "auto"\n'
+        + SECRET_USES[where]
+    )
+    result = run_export(
+        target,
+        "-c",
+        str(stack),
+        "-o",
+        "out",
+        cwd=tmp_path,
+        environ={"API_TOKEN": "s3cr3t-t0ken-value"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "would contain the value of the secret API_TOKEN" in result.stderr
+    assert "s3cr3t-t0ken-value" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
