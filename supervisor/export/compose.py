@@ -14,18 +14,28 @@ survives the gap between a oneshot's exit and its dependents' start. `init: true
 and forwards signals; `stop_grace_period` is the unit's `stop_timeout`.
 
 Invariants: no secret value is written (the key files name secret keys without values);
-a model's volume and secret are mounted only into that model's services.
+a model's volume and secret are mounted only into that model's services; every `$` that
+Compose would interpolate is written `$$` — in `compose.yaml` and in the `env_file`s
+(Compose interpolates both), never in a Compose secret (mounted as it is, read by
+`supervise exec`) — so a command, value or path reaches the container as rendered.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from supervisor.config.load import LoadedStack
 from supervisor.export.build import build_plan
-from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, duration, key_file
+from supervisor.export.common import (
+    ExportPlan,
+    ExportUnit,
+    KeyLine,
+    OutputFile,
+    duration,
+    key_file,
+)
 from supervisor.export.emit_yaml import dump
 from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report, report_container_losses
@@ -71,7 +81,8 @@ def export_compose(
     env_files: dict[str, str] = {}
     for scope, lines in plan.env_scopes.items():
         stem = "env" if not scope else f"env-{scope}"
-        files[f"secrets/{stem}.env"] = key_file(f"Environment of {scope or 'every unit'}.", lines)
+        title = f"Environment of {scope or 'every unit'}. Compose reads it: write a $ as $$."
+        files[f"secrets/{stem}.env"] = key_file(title, _literal_lines(lines))
         env_files[scope] = f"./secrets/{stem}.env"
     volumes = {
         f"handoff-{m}": {"driver_opts": {"type": "tmpfs", "device": "tmpfs", "o": HANDOFF_OPTIONS}}
@@ -91,9 +102,30 @@ def export_compose(
         document["volumes"] = volumes
     if secrets:
         document["secrets"] = secrets
-    files["compose.yaml"] = OutputFile(HEADER.format(file=plan.file.name) + dump(document))
+    files["compose.yaml"] = OutputFile(HEADER.format(file=plan.file.name) + dump(literal(document)))
     _report(plan, report)
     return files, report, plan
+
+
+def literal(value: object) -> object:
+    """`value` with every `$` in its strings written `$$`, which Compose reads as one `$`
+    instead of substituting a variable of the deployer's shell."""
+    if isinstance(value, str):
+        return _dollars(value)
+    if isinstance(value, dict):
+        return {k: literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [literal(v) for v in value]
+    return value
+
+
+def _literal_lines(lines: Iterable[KeyLine]) -> list[KeyLine]:
+    """An `env_file`'s lines with `$` escaped: Compose interpolates env_file values too."""
+    return [replace(line, value=line.value and _dollars(line.value)) for line in lines]
+
+
+def _dollars(text: str) -> str:
+    return text.replace("$", "$$")
 
 
 def _uses_handoff(unit: ExportUnit) -> bool:

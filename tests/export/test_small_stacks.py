@@ -310,3 +310,25 @@ def test_each_feature_maps_onto_every_target_as_the_table_says(tmp_path: Path, n
     sd, _ = export("systemd", path, ENVIRON)
     dc, _ = export("compose", path, ENVIRON)
     CHECKS[name](k8s, sd, dc)
+
+
+def test_a_dollar_reaches_compose_as_one_dollar_not_a_variable_of_the_deployers_shell(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text("DB_PASS=pa$word\n")
+    stack = tmp_path / "supervise.toml"
+    stack.write_text(
+        '[models.alpha]\nMARKET = "e$u"\n'
+        '[processes.web]\nper_model = true\ncommand = ["sh", "-c", "echo $$PORT"]\n'
+        'port = "auto"\ninject = ["MARKET"]\nenv = { PRICE = "5$$" }\n'
+        "ready = { exec = \"sh -c 'test -n $$PORT'\" }\n"
+    )
+    files, _ = export("compose", stack)
+    web = _compose(files)["alpha.web"]
+    assert web["entrypoint"][-3:] == ["sh", "-c", "echo $$PORT"]
+    assert web["environment"]["PRICE"] == "5$$"
+    assert web["healthcheck"]["test"][-1] == "test -n $$PORT"
+    assert "DB_PASS=pa$$word" in files["secrets/env.env"].text.splitlines()
+    # The Compose secret is mounted as it is and read by `supervise exec`: no escaping.
+    assert "MARKET=e$u" in files["secrets/models/alpha.env"].text.splitlines()
+    assert compose_validate(files) == []
