@@ -69,6 +69,12 @@ class ExportUnit:
         return self.spec.oneshot
 
     @property
+    def reads_key_file(self) -> bool:
+        """Whether the unit reads its model's key file: for static keys, and for keys
+        nothing provides, which the operator fills in there."""
+        return self.model is not None and bool(self.static_keys or self.unsourced)
+
+    @property
     def slug(self) -> str:
         """The unit's name as one path component (`alpha/trade` → `alpha-trade`)."""
         return self.name.replace("/", "-")

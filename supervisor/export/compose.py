@@ -146,7 +146,7 @@ def _service(
     volumes: Mapping[str, object],
 ) -> dict[str, object]:
     spec = unit.spec
-    keys = [KEYS_FILE] if unit.static_keys else []
+    keys = [KEYS_FILE] if unit.reads_key_file else []
     marker = f"{HANDOFF_DIR}/{unit.process}.ready"
     service: dict[str, object] = {
         "image": options.image,
@@ -160,7 +160,7 @@ def _service(
         service["env_file"] = scopes
     if unit.env:
         service["environment"] = dict(unit.env)
-    if unit.static_keys and unit.model is not None:
+    if unit.reads_key_file:
         service["secrets"] = [{"source": f"keys-{unit.model}", "target": "keys"}]
     volume = f"handoff-{unit.model}"
     if unit.model is not None and volume in volumes and _uses_handoff(unit):

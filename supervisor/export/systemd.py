@@ -131,7 +131,7 @@ class _Writer:
             out[f"secrets/{stem}.env"] = key_file(
                 f"Install as {self.etc}/{stem}.env, mode 0600.", lines
             )
-        keyed = [p for p in plan.per_model_processes if first[p].static_keys]
+        keyed = [p for p in plan.per_model_processes if first[p].reads_key_file]
         if plan.models:
             out[f"{prefix}-model@.target"] = self.model_target(keyed)
         if keyed:
@@ -206,7 +206,7 @@ class _Writer:
             lines.append(f"EnvironmentFile={self.etc}/env.env")
         if unit.process in self.plan.env_scopes:
             lines.append(f"EnvironmentFile={self.etc}/env-{unit.process}.env")
-        if unit.static_keys and unit.model is not None and version >= CREDENTIALS_SINCE:
+        if unit.reads_key_file and version >= CREDENTIALS_SINCE:
             lines.append(f"LoadCredential=keys:{self.etc}/models/%i.env")
         if not spec.oneshot or version >= ONESHOT_RESTART_SINCE:
             policy = {"always": "always", "on-failure": "on-failure", "never": "no"}[spec.restart]
@@ -245,7 +245,7 @@ class _Writer:
     def command(self, unit: ExportUnit) -> list[str]:
         model = unit.model or ""
         keys: list[str] = []
-        if unit.static_keys:
+        if unit.reads_key_file:
             credentials = self.options.systemd_version >= CREDENTIALS_SINCE
             keys = [CREDENTIAL_KEYS if credentials else f"{self.etc}/models/{model}.env"]
         argv = shim_argv(

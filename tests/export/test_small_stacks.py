@@ -108,6 +108,13 @@ per_model = true
 command = "python -c pass"
 inject = ["SIGNATURE", "MARKET"]
 """,
+    "only keys nothing provides": """
+[models.alpha]
+[processes.srv]
+per_model = true
+command = "python -m app"
+inject = ["OPENAI_API_KEY"]
+""",
     "an odd model name": """
 [models."Alpha_Model.v2"]
 SIGNATURE = "odd"
@@ -282,6 +289,22 @@ def _unsourced(
     assert refs == ["SIGNATURE", "MARKET"]
 
 
+def _only_unsourced(
+    k8s: dict[str, OutputFile], sd: dict[str, OutputFile], dc: dict[str, OutputFile]
+) -> None:
+    """The key is filled in to the model's key file, so every target must read it."""
+    assert "# OPENAI_API_KEY=    <- injected by srv" in sd["secrets/models/alpha.env"].text
+    assert "LoadCredential=keys:/etc/supervise/models/%i.env" in sd["supervise-srv@.service"].text
+    drop_in = sd["supervise-srv@alpha.service.d/50-model.conf"].text
+    assert "exec --env-file %d/keys --inject OPENAI_API_KEY" in drop_in
+    assert "supervise-keys@%i.path" in sd["supervise-model@.target"].text
+    srv = _compose(dc)["alpha.srv"]
+    assert srv["entrypoint"][:4] == ["supervise", "exec", "--env-file", "/run/secrets/keys"]
+    assert srv["secrets"] == [{"source": "keys-alpha", "target": "keys"}]
+    refs = [e["name"] for e in _container(_pod(k8s), "srv")["env"] if "valueFrom" in e]
+    assert refs == ["OPENAI_API_KEY"]
+
+
 def _odd(k8s: dict[str, OutputFile], sd: dict[str, OutputFile], dc: dict[str, OutputFile]) -> None:
     name = next(n for n in manifests(k8s) if n.startswith("model-"))
     deployment = manifests(k8s)[name][0]
@@ -299,6 +322,7 @@ CHECKS: dict[str, Check] = {
     "a global oneshot gates a global server": _global,
     "secrets are referenced, never written": _secrets,
     "a key nothing provides": _unsourced,
+    "only keys nothing provides": _only_unsourced,
     "an odd model name": _odd,
 }
 
