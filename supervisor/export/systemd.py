@@ -1,7 +1,9 @@
 """`supervise export systemd`: template units with the model as instance. Pure.
 
 Per model process `PREFIX-PROC@.service` (its per-model values — ports, environment, the
-command — in the drop-in `PREFIX-PROC@MODEL.service.d/50-model.conf`), per global
+command, the model's key file as a credential — in the drop-in
+`PREFIX-PROC@MODEL.service.d/50-model.conf`; the template holds only what every model
+shares, so it never depends on which model comes first), per global
 process `PREFIX-PROC.service`; `PREFIX-model@.target` starts one model, `PREFIX.target`
 the stack. The start gate: `Requires=` + `After=` for every dependency; oneshots are
 `Type=oneshot` + `RemainAfterExit=yes` and publish through `supervise exec --publish-to`
@@ -105,6 +107,11 @@ class _Writer:
         plan, prefix = self.plan, self.prefix
         out: dict[str, OutputFile] = {}
         first = {u.process: u for u in reversed(list(plan.units.values())) if u.model is not None}
+        keyed = [
+            p
+            for p in plan.per_model_processes
+            if any(u.reads_key_file for u in plan.units.values() if u.process == p)
+        ]
         for unit in plan.global_units:
             out[self.name(unit)] = self.unit_file(unit, concrete=True)
             if unit.spec.socket:
@@ -131,7 +138,6 @@ class _Writer:
             out[f"secrets/{stem}.env"] = key_file(
                 f"Install as {self.etc}/{stem}.env, mode 0600.", lines
             )
-        keyed = [p for p in plan.per_model_processes if first[p].reads_key_file]
         if plan.models:
             out[f"{prefix}-model@.target"] = self.model_target(keyed)
         if keyed:
@@ -206,8 +212,6 @@ class _Writer:
             lines.append(f"EnvironmentFile={self.etc}/env.env")
         if unit.process in self.plan.env_scopes:
             lines.append(f"EnvironmentFile={self.etc}/env-{unit.process}.env")
-        if unit.reads_key_file and version >= CREDENTIALS_SINCE:
-            lines.append(f"LoadCredential=keys:{self.etc}/models/%i.env")
         if not spec.oneshot or version >= ONESHOT_RESTART_SINCE:
             policy = {"always": "always", "on-failure": "on-failure", "never": "no"}[spec.restart]
             if spec.oneshot and policy == "always":
@@ -232,7 +236,11 @@ class _Writer:
         return OutputFile(self.header + "\n".join(["[Service]", *self.instance_lines(unit)]) + "\n")
 
     def instance_lines(self, unit: ExportUnit) -> list[str]:
-        lines = [f"Environment={env_assignment(k, v)}" for k, v in unit.env]
+        """What differs between the instances of a template: one model's values."""
+        lines = []
+        if unit.reads_key_file and self.options.systemd_version >= CREDENTIALS_SINCE:
+            lines.append(f"LoadCredential=keys:{self.etc}/models/{unit.model}.env")
+        lines += [f"Environment={env_assignment(k, v)}" for k, v in unit.env]
         lines.append(f"ExecStart={exec_line(self.command(unit))}")
         probe = unit.probe
         if probe is not None and probe.kind in ("tcp", "http", "mcp", "exec"):

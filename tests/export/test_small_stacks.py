@@ -294,8 +294,8 @@ def _only_unsourced(
 ) -> None:
     """The key is filled in to the model's key file, so every target must read it."""
     assert "# OPENAI_API_KEY=    <- injected by srv" in sd["secrets/models/alpha.env"].text
-    assert "LoadCredential=keys:/etc/supervise/models/%i.env" in sd["supervise-srv@.service"].text
     drop_in = sd["supervise-srv@alpha.service.d/50-model.conf"].text
+    assert "LoadCredential=keys:/etc/supervise/models/alpha.env" in drop_in
     assert "exec --env-file %d/keys --inject OPENAI_API_KEY" in drop_in
     assert "supervise-keys@%i.path" in sd["supervise-model@.target"].text
     srv = _compose(dc)["alpha.srv"]
@@ -356,3 +356,29 @@ def test_a_dollar_reaches_compose_as_one_dollar_not_a_variable_of_the_deployers_
     # The Compose secret is mounted as it is and read by `supervise exec`: no escaping.
     assert "MARKET=e$u" in files["secrets/models/alpha.env"].text.splitlines()
     assert compose_validate(files) == []
+
+
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+def test_every_systemd_instance_that_reads_the_key_file_loads_it_whatever_the_model_order(
+    tmp_path: Path, order: tuple[str, str]
+) -> None:
+    # SIGNATURE is a static key of model a, published by init for model b.
+    keys = {"a": 'SIGNATURE = "a-v1"\n', "b": 'MARKET = "eu"\n'}
+    stack = tmp_path / "supervise.toml"
+    stack.write_text(
+        "".join(f"[models.{m}]\n{keys[m]}" for m in order)
+        + '[processes.init]\nper_model = true\noneshot = true\ncommand = "python -c pass"\n'
+        'publishes = ["SIGNATURE"]\n'
+        '[processes.srv]\nper_model = true\ncommand = "python -m app"\ninject = ["SIGNATURE"]\n'
+        'depends_on = { init = "completed" }\n'
+    )
+    files, _ = export("systemd", stack)
+    template = files["supervise-srv@.service"].text
+    for model in order:
+        unit = template + files[f"supervise-srv@{model}.service.d/50-model.conf"].text
+        credential = f"LoadCredential=keys:/etc/supervise/models/{model}.env"
+        reads = "--env-file %d/keys" in unit
+        assert reads == (model == "a"), unit
+        assert (credential in unit) == reads, unit
+        assert (f"secrets/models/{model}.env" in files) == reads
+    assert "supervise-srv@%i.service" in files["supervise-keys@.service"].text
