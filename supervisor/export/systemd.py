@@ -17,7 +17,10 @@ inject its keys.
 
 Invariants: no value of a key is ever in a unit file (keys reach the command only
 through `supervise exec --env-file`, from a 0600 file or a credential); every value
-written is escaped for systemd (`%` specifiers, `$` expansion, quotes).
+written is escaped for systemd (`%` specifiers, `$` expansion, quotes, and control
+characters as C escapes, which systemd unescapes in Exec*= and Environment=), so a value
+is one line of the unit file and reaches the command as rendered; a working directory
+with a control character, which systemd cannot read back, is refused.
 """
 
 from __future__ import annotations
@@ -27,10 +30,18 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from supervisor.config.load import LoadedStack
 from supervisor.export.build import build_plan
-from supervisor.export.common import ExportPlan, ExportUnit, OutputFile, duration, key_file
+from supervisor.export.common import (
+    ExportError,
+    ExportPlan,
+    ExportUnit,
+    OutputFile,
+    duration,
+    key_file,
+)
 from supervisor.export.entrypoint import shim_argv
 from supervisor.export.report import Report
 
@@ -43,6 +54,19 @@ EXEC_TYPE_SINCE = 240  # Type=exec: started means exec'd
 ONESHOT_RESTART_SINCE = 244  # Restart= on Type=oneshot
 RESTART_STEPS_SINCE = 254  # RestartSteps= and RestartMaxDelaySec=
 _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_C_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+class UnwritableDirectory(ExportError):
+    """A working directory a unit file cannot hold (never written)."""
+
+    def __init__(self, file: Path, unit: str, directory: str) -> None:
+        self.file, self.unit, self.directory = file, unit, directory
+        super().__init__(
+            f"{file}: {unit}: the working directory {directory!r} has a control character, which "
+            "a systemd unit file cannot hold"
+        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +88,7 @@ def exec_word(word: str) -> str:
     word = word.replace("%", "%%").replace("$", "$$")
     if _PLAIN_WORD.match(word):
         return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _c_escaped(word.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 def exec_line(argv: Iterable[str]) -> str:
@@ -74,7 +98,13 @@ def exec_line(argv: Iterable[str]) -> str:
 def env_assignment(key: str, value: str) -> str:
     """A quoted `Environment=` assignment (values are not `$`-expanded there)."""
     text = f"{key}={value}".replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    return f'"{_c_escaped(text)}"'
+
+
+def _c_escaped(text: str) -> str:
+    """Control characters as the C escapes systemd unescapes (a raw newline would end
+    the line, and the next would be read as a directive of its own)."""
+    return _CONTROL.sub(lambda m: _C_ESCAPES.get(m[0], f"\\x{ord(m[0]):02x}"), text)
 
 
 def export_systemd(
@@ -207,7 +237,7 @@ class _Writer:
             lines.append("Type=exec" if version >= EXEC_TYPE_SINCE else "Type=simple")
         if probe is not None:
             lines.append(f"TimeoutStartSec={duration(probe.within)}")
-        lines.append(f"WorkingDirectory={self.workdir(unit)}")
+        lines.append(f"WorkingDirectory={self.workdir(unit).replace('%', '%%')}")
         if "" in self.plan.env_scopes:
             lines.append(f"EnvironmentFile={self.etc}/env.env")
         if unit.process in self.plan.env_scopes:
@@ -279,10 +309,16 @@ class _Writer:
         return OutputFile(self.header + text)
 
     def workdir(self, unit: ExportUnit) -> str:
+        """The unit's working directory on the target (WorkingDirectory= has no quoting
+        and no escapes: a control character cannot be written)."""
         if unit.cwd.startswith("/"):
-            return unit.cwd
-        root = self.root.rstrip("/") or "/"
-        return root if unit.cwd == "." else f"{root}/{unit.cwd}"
+            directory = unit.cwd
+        else:
+            root = self.root.rstrip("/") or "/"
+            directory = root if unit.cwd == "." else f"{root}/{unit.cwd}"
+        if _CONTROL.search(directory):
+            raise UnwritableDirectory(self.plan.file, unit.name, directory)
+        return directory
 
     def report_losses(self, keyed: list[str]) -> None:
         report, version = self.report, self.options.systemd_version

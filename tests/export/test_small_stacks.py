@@ -3,6 +3,7 @@ target's validator, and the feature maps the way the table says."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from supervisor.config.load import load_stack
 from supervisor.export.build import build_plan
-from supervisor.export.common import OutputFile
+from supervisor.export.common import ExportError, OutputFile
 from supervisor.export.leaks import check_no_secrets
 from tests.export.exports import SUPERVISE, export
 from tests.export.validators import (
@@ -382,3 +383,30 @@ def test_every_systemd_instance_that_reads_the_key_file_loads_it_whatever_the_mo
         assert (credential in unit) == reads, unit
         assert (f"secrets/models/{model}.env" in files) == reads
     assert "supervise-srv@%i.service" in files["supervise-keys@.service"].text
+
+
+def test_a_newline_in_a_systemd_argument_or_value_stays_inside_its_line(tmp_path: Path) -> None:
+    code = "import os\nprint(os.environ['NOTE'])"
+    note = "first line\nExecStartPre=/bin/touch /tmp/x"
+    stack = tmp_path / "supervise.toml"
+    stack.write_text(
+        f"[processes.note]\ncommand = {json.dumps(['python', '-c', code])}\n"
+        f"env = {{ NOTE = {json.dumps(note)} }}\n"
+    )
+    files, _ = export("systemd", stack, supervise=SUPERVISE)
+    text = files["supervise-note.service"].text
+    assert not any(line.startswith("ExecStartPre=") for line in text.splitlines())
+    # systemd reads C escapes inside the quotes of Exec*= and Environment= (systemd.syntax).
+    assert "\"import os\\nprint(os.environ['NOTE'])\"" in text
+    assert 'Environment="NOTE=first line\\nExecStartPre=/bin/touch /tmp/x"' in text
+    if shutil.which("systemd-analyze") is not None:
+        assert systemd_verify(files, tmp_path / "units", ()) == []
+
+
+def test_a_working_directory_with_a_newline_cannot_be_exported_for_systemd(
+    tmp_path: Path,
+) -> None:
+    stack = tmp_path / "supervise.toml"
+    stack.write_text('[processes.note]\ncommand = "true"\ncwd = "data\\nExecStartPre=x"\n')
+    with pytest.raises(ExportError, match=r"note: the working directory .* control character"):
+        export("systemd", stack)
