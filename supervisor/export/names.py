@@ -40,6 +40,17 @@ def dns_label(text: str) -> str:
     return f"{base[: DNS_LABEL_MAX - 7].rstrip('-')}-{_digest(text)}"
 
 
+def free_label(wanted: str, taken: set[str]) -> str:
+    """`wanted` as a DNS label, or, when a stack name already took it, the same with a
+    digest: for the names the export makes up (a container the stack did not name)."""
+    name, attempt = dns_label(wanted), 0
+    while name in taken:
+        attempt += 1
+        base = dns_label(wanted)[: DNS_LABEL_MAX - 7].rstrip("-")
+        name = f"{base}-{_digest(f'{wanted}#{attempt}')}"
+    return name
+
+
 def label_value(text: str) -> str:
     return text if is_label_value(text) else dns_label(text)
 

@@ -116,6 +116,21 @@ per_model = true
 command = "python -m app"
 inject = ["OPENAI_API_KEY"]
 """,
+    "a oneshot after the server it seeds": """
+[processes.api]
+per_model = true
+command = "python -m http.server ${port}"
+port = "auto"
+ready = { http = "http://127.0.0.1:${port}/" }
+[processes.seed]
+per_model = true
+oneshot = true
+command = "python -c pass"
+depends_on = { api = "ready" }
+[processes.hold]
+oneshot = true
+command = "python -c pass"
+""",
     "an odd model name": """
 [models."Alpha_Model.v2"]
 SIGNATURE = "odd"
@@ -306,6 +321,21 @@ def _only_unsourced(
     assert refs == ["OPENAI_API_KEY"]
 
 
+def _seed(k8s: dict[str, OutputFile], sd: dict[str, OutputFile], dc: dict[str, OutputFile]) -> None:
+    """A oneshot stays an init container, run once: the kubelet reruns a main container."""
+    for pod, oneshots in ((_pod(k8s), ["seed"]), (_global_pod(k8s), ["hold"])):
+        init = [c["name"] for c in pod["initContainers"] if "restartPolicy" not in c]
+        assert init == oneshots
+        (main,) = pod["containers"]
+        assert main["image"] == "registry.k8s.io/pause:3.10" and main["name"] not in oneshots
+    assert [c["name"] for c in _pod(k8s)["initContainers"]] == ["api", "seed"]
+
+
+def _global_pod(files: dict[str, OutputFile]) -> dict[str, Any]:
+    pod: dict[str, Any] = manifests(files)["global.yaml"][0]["spec"]["template"]["spec"]
+    return pod
+
+
 def _odd(k8s: dict[str, OutputFile], sd: dict[str, OutputFile], dc: dict[str, OutputFile]) -> None:
     name = next(n for n in manifests(k8s) if n.startswith("model-"))
     deployment = manifests(k8s)[name][0]
@@ -324,6 +354,7 @@ CHECKS: dict[str, Check] = {
     "secrets are referenced, never written": _secrets,
     "a key nothing provides": _unsourced,
     "only keys nothing provides": _only_unsourced,
+    "a oneshot after the server it seeds": _seed,
     "an odd model name": _odd,
 }
 

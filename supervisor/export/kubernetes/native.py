@@ -6,8 +6,12 @@ runs to exit 0 before the next starts); services something in the Pod depends on
 native sidecars (`restartPolicy: Always` in `initContainers`, Kubernetes >= 1.29) whose
 `startupProbe` is the unit's ready probe, so the next container starts only once they
 are ready; the remaining services are the main containers (their probe is the
-readinessProbe). Before the first unit that depends on a global unit comes an init
-container running `supervise wait` against that unit's Service.
+readinessProbe). A oneshot is never a main container (the kubelet would run it again
+each time it exits): a Pod with no service left for `containers` gets a `hold`
+container of the pause image, which does nothing and keeps the Pod — and its
+sidecars — running once the oneshots are done. Before the first unit that depends on a
+global unit comes an init container running `supervise wait` against that unit's
+Service.
 
 Invariants: a `startupProbe` only on sidecars; probes whose target is a loopback address
 run as `supervise wait` in the Pod (the kubelet probes the Pod IP, which a server bound
@@ -30,13 +34,15 @@ from supervisor.export.kubernetes.objects import (
     metadata,
     secret_name,
 )
-from supervisor.export.names import dns_label, port_name
+from supervisor.export.names import dns_label, free_label, port_name
 from supervisor.plan import RenderedProbe
 
 HANDOFF_DIR = "/run/supervise/handoff"  # the emptyDir of published keys and markers
 HANDOFF_SIZE = "1Mi"  # a few keys per model, in memory
 SHIM_PROBE_GRACE = 1  # seconds added to a probe run by `supervise wait`: its interpreter start
 MIN_PERIOD = 1  # the kubelet's shortest probe period and timeout, in seconds
+HOLD_IMAGE = "registry.k8s.io/pause:3.10"  # keeps a Pod of oneshots and sidecars running
+HOLD_CONTAINER = "hold"  # its name, unless a process took it
 
 
 def handoff_file(process: str) -> str:
@@ -87,8 +93,9 @@ def pod_deployment(
         "terminationGracePeriodSeconds": _grace(plan, units),
         "enableServiceLinks": False,
     }
-    if not main:  # only oneshots: the last one is the Pod's main container
-        main.append(init.pop())
+    if not main:  # oneshots and sidecars only: something must hold the Pod
+        taken = {str(c["name"]) for c in init}
+        main.append({"name": free_label(HOLD_CONTAINER, taken), "image": HOLD_IMAGE})
     if init:
         pod["initContainers"] = init
     pod["containers"] = main
