@@ -16,7 +16,8 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
+    """A short digest of a name, appended where a name had to change."""
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
@@ -37,7 +38,7 @@ def dns_label(text: str) -> str:
     if is_dns_label(text):
         return text
     base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-    return f"{base[: DNS_LABEL_MAX - 7].rstrip('-')}-{_digest(text)}"
+    return f"{base[: DNS_LABEL_MAX - 7].rstrip('-')}-{digest(text)}"
 
 
 def free_label(wanted: str, taken: set[str]) -> str:
@@ -47,7 +48,7 @@ def free_label(wanted: str, taken: set[str]) -> str:
     while name in taken:
         attempt += 1
         base = dns_label(wanted)[: DNS_LABEL_MAX - 7].rstrip("-")
-        name = f"{base}-{_digest(f'{wanted}#{attempt}')}"
+        name = f"{base}-{digest(f'{wanted}#{attempt}')}"
     return name
 
 
@@ -56,6 +57,11 @@ def label_value(text: str) -> str:
 
 
 def port_name(text: str) -> str | None:
-    """A Kubernetes port name for a process, or None when none fits."""
-    candidate = re.sub(r"-+", "-", dns_label(text)[:PORT_NAME_MAX]).strip("-")
+    """A Kubernetes port name for a process, or None when none fits; one cut to fit
+    keeps a digest of the whole name (two long names never share a port name)."""
+    label = dns_label(text)
+    if is_port_name(label):
+        return label
+    base = re.sub(r"-+", "-", label[: PORT_NAME_MAX - 7]).strip("-")
+    candidate = f"{base}-{digest(text)}"
     return candidate if is_port_name(candidate) else None

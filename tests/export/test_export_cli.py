@@ -269,15 +269,15 @@ def test_nested_data_reads_back_as_written() -> None:
     ("text", "label", "value", "port"),
     [
         ("trade", "trade", "trade", "trade"),
-        ("Alpha_Model.v2", "alpha-model-v2-c8fe8b", "Alpha_Model.v2", "alpha-model-v2"),
+        ("Alpha_Model.v2", "alpha-model-v2-c8fe8b", "Alpha_Model.v2", "alpha-mo-c8fe8b"),
         (
             "a-very-long-process-name",
             "a-very-long-process-name",
             "a-very-long-process-name",
-            "a-very-long-pro",
+            "a-very-l-f9fb74",
         ),
         ("agent_x", "agent-x-b88830", "agent_x", "agent-x-b88830"),
-        ("123", "123", "123", None),
+        ("123", "123", "123", "123-a665a4"),
     ],
 )
 def test_names_become_valid_kubernetes_names_and_changed_ones_carry_a_digest(

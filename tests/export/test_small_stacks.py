@@ -131,6 +131,30 @@ depends_on = { api = "ready" }
 oneshot = true
 command = "python -c pass"
 """,
+    "names that would collide": """
+[env]
+SERVICE_TOKEN = "${SERVICE_TOKEN}"
+[models.global]
+SIGNATURE = "g-v1"
+[models.env]
+MARKET = "eu"
+[processes.db]
+command = "python -m http.server ${port}"
+port = "auto"
+[processes.wait-db]
+per_model = true
+command = "python -c pass"
+inject = ["SIGNATURE"]
+depends_on = { db = "started" }
+[processes.market-data-feed]
+per_model = true
+command = "python -m http.server ${port}"
+port = "auto"
+[processes.market-data-feeder]
+per_model = true
+command = "python -m http.server ${port}"
+port = "auto"
+""",
     "an odd model name": """
 [models."Alpha_Model.v2"]
 SIGNATURE = "odd"
@@ -336,6 +360,19 @@ def _global_pod(files: dict[str, OutputFile]) -> dict[str, Any]:
     return pod
 
 
+def _collide(
+    k8s: dict[str, OutputFile], sd: dict[str, OutputFile], dc: dict[str, OutputFile]
+) -> None:
+    """Names the stack chose keep them; names the export makes up yield (semantics check)."""
+    names = {n: [d["metadata"]["name"] for d in docs] for n, docs in manifests(k8s).items()}
+    assert names["global.yaml"][0] == "supervise-global"
+    assert names["model-global.yaml"][0].startswith("supervise-global-")
+    assert names["model-env.yaml"][0].startswith("supervise-env-")
+    init = [c["name"] for c in _pod(k8s, "global")["initContainers"]]
+    assert "wait-db" not in init and init[0].startswith("wait-db-")
+    assert _container(_pod(k8s, "global"), "wait-db") in _pod(k8s, "global")["containers"]
+
+
 def _odd(k8s: dict[str, OutputFile], sd: dict[str, OutputFile], dc: dict[str, OutputFile]) -> None:
     name = next(n for n in manifests(k8s) if n.startswith("model-"))
     deployment = manifests(k8s)[name][0]
@@ -355,6 +392,7 @@ CHECKS: dict[str, Check] = {
     "a key nothing provides": _unsourced,
     "only keys nothing provides": _only_unsourced,
     "a oneshot after the server it seeds": _seed,
+    "names that would collide": _collide,
     "an odd model name": _odd,
 }
 

@@ -96,6 +96,24 @@ def kubernetes_semantics(
 ) -> list[str]:
     """What an API server (or the start gate) would reject that a schema passes."""
     problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    kustomization = yaml.safe_load(files["kustomization.yaml"].text)
+    objects = [("Secret", g["name"]) for g in kustomization.get("secretGenerator", [])]
+    objects += [
+        (d["kind"], d["metadata"]["name"]) for docs in manifests(files).values() for d in docs
+    ]
+    for kind, name in objects:
+        if (kind, name) in seen:
+            problems.append(f"two objects are {kind} {name} (kustomize: already registered id)")
+        seen.add((kind, name))
+    selectors = [
+        tuple(sorted(d["spec"]["selector"]["matchLabels"].items()))
+        for docs in manifests(files).values()
+        for d in docs
+        if d["kind"] == "Deployment"
+    ]
+    if len(set(selectors)) != len(selectors):
+        problems.append(f"two Deployments select the same Pods: {selectors}")
     for docs in manifests(files).values():
         for doc in docs:
             meta = doc["metadata"]

@@ -72,11 +72,14 @@ def pod_deployment(
     init: list[dict[str, object]] = []
     main: list[dict[str, object]] = []
     waited: set[str] = set()
+    taken = {dns_label(u.process) for u in units}  # generated containers yield to these
     for unit in units:
         for dep, condition in unit.depends_on:
             if dep not in members and dep not in waited and plan.units[dep].port is not None:
                 waited.add(dep)  # a global without a port cannot be seen from here (reported)
-                init.append(_wait_container(plan.units[dep], condition, options, services))
+                wait = _wait_container(plan.units[dep], condition, options, services, taken)
+                taken.add(str(wait["name"]))
+                init.append(wait)
         container = _container(unit, options, prefix, env_secret)
         if unit.oneshot:
             init.append(container)
@@ -94,7 +97,6 @@ def pod_deployment(
         "enableServiceLinks": False,
     }
     if not main:  # oneshots and sidecars only: something must hold the Pod
-        taken = {str(c["name"]) for c in init}
         main.append({"name": free_label(HOLD_CONTAINER, taken), "image": HOLD_IMAGE})
     if init:
         pod["initContainers"] = init
@@ -204,9 +206,14 @@ def probe(unit: ExportUnit, rendered: RenderedProbe) -> dict[str, object]:
 
 
 def _wait_container(
-    dep: ExportUnit, condition: str, options: KubernetesOptions, services: Mapping[str, str]
+    dep: ExportUnit,
+    condition: str,
+    options: KubernetesOptions,
+    services: Mapping[str, str],
+    taken: set[str],
 ) -> dict[str, object]:
-    """An init container that waits for a global unit through its Service."""
+    """An init container that waits for a global unit through its Service, named
+    `wait-PROCESS` unless a container of the Pod has that name."""
     host = services.get(dep.process, dns_label(dep.process))
     rendered = dep.probe
     within = rendered.within if rendered is not None else 60.0
@@ -217,7 +224,7 @@ def _wait_container(
     else:
         what = ["--tcp", f"{host}:{dep.port}"]
     return {
-        "name": dns_label(f"wait-{dep.process}"),
+        "name": free_label(f"wait-{dep.process}", taken),
         "image": options.image,
         "command": ["supervise", "wait", *what, "--timeout", f"{within:g}"],
     }
