@@ -146,6 +146,35 @@ def test_a_secret_from_the_environment_in_a_probe_or_cwd_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("target", "args", "message"),
+    [
+        ("systemd", ["-o", "afile"], "-o 'afile': exists and is not a directory"),
+        ("compose", ["-o", "afile/deploy"], "-o 'afile/deploy': "),
+        (
+            "kubernetes",
+            ["-o", "out", "--report", "reports/export.json"],
+            "--report 'reports/export.json': reports is not a directory",
+        ),
+        ("compose", ["-o", "out", "--report", "."], "--report '.': is a directory"),
+        ("systemd", ["-o", "out", "--prefix", "my app"], "--prefix 'my app': a systemd name"),
+        ("systemd", ["-o", "out", "--prefix", "a@b"], "--prefix 'a@b': a systemd name"),
+        ("compose", ["-o", "out", "--prefix", "My_App"], "--prefix 'My_App': a compose name"),
+        ("kubernetes", ["-o", "out", "--namespace", "Bad_NS"], "--namespace 'Bad_NS': not"),
+    ],
+)
+def test_an_output_or_name_option_the_target_cannot_use_exits_2_and_writes_nothing(
+    tmp_path: Path, target: str, args: list[str], message: str
+) -> None:
+    stack = reference_stack(tmp_path)
+    (tmp_path / "afile").write_text("not a directory\n")
+    result = run_export(target, "-c", str(stack), *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"supervise export: {message}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "supervise.toml"]
+
+
 def test_a_changed_model_key_changes_only_that_models_config_hash(tmp_path: Path) -> None:
     stack = reference_stack(tmp_path)
 
