@@ -479,3 +479,28 @@ def test_a_working_directory_with_a_newline_cannot_be_exported_for_systemd(
     stack.write_text('[processes.note]\ncommand = "true"\ncwd = "data\\nExecStartPre=x"\n')
     with pytest.raises(ExportError, match=r"note: the working directory .* control character"):
         export("systemd", stack)
+
+
+@pytest.mark.parametrize(
+    ("file", "text"),
+    [
+        ("Procfile", "web: python -m http.server $PORT --bind 127.0.0.1\n"),
+        (
+            "supervise.toml",
+            '[processes.web]\ncommand = "python -m http.server ${port}"\nport = 8000\n',
+        ),
+    ],
+)
+def test_a_stack_without_models_runs_its_global_units_in_one_embedded_pod(
+    tmp_path: Path, file: str, text: str
+) -> None:
+    stack = tmp_path / file
+    stack.write_text(text)
+    files, report = export("kubernetes", stack, mode="embedded")
+    (deployment,) = manifests(files)["global.yaml"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["supervise", "run", "-c", f"/app/{file}"]
+    assert yaml.safe_load(files["kustomization.yaml"].text)["resources"] == ["global.yaml"]
+    assert not any("model" in line for line in report.lines())
+    assert kubernetes_validate(files, tmp_path / "k8s") == []
+    assert kubernetes_semantics(files) == []

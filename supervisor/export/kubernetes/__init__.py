@@ -3,7 +3,8 @@ global unit with a port, and a kustomization whose secretGenerator makes each mo
 Secret from its generated key file. Pure.
 
 Modes: `native` (default; `native.py`) maps units onto init containers, native sidecars
-and main containers; `embedded` (`embedded.py`) runs `supervise run --model M` per Pod.
+and main containers; `embedded` (`embedded.py`) runs `supervise run --model M` per Pod
+(a stack without models: `supervise run` in one Pod, for its global units).
 What either cannot keep is in `losses.py`.
 
 Invariants: no secret value is written (key files name secret keys without values;
@@ -66,6 +67,9 @@ def export_kubernetes(
             files["global.yaml"] = OutputFile(dump_all(documents, header))
     else:
         report_embedded(plan, report)
+        if not plan.models:  # nothing to run per model: one Pod runs the global units
+            document = embedded_deployment(loaded, plan, None, options, prefix, env_secret, report)
+            files["global.yaml"] = OutputFile(dump_all([document], header))
     for model in plan.models:
         if native:
             document = pod_deployment(plan, model, options, prefix, services, env_secret)

@@ -1,4 +1,5 @@
-"""Embedded mode: each model's Pod runs `supervise run --model M` itself. Pure.
+"""Embedded mode: each model's Pod runs `supervise run --model M` itself; a stack without
+models gets one Pod that runs `supervise run` for its global units. Pure.
 
 Every supervise guarantee holds inside the Pod, because it *is* supervise: the start
 gate, keys at exec time with the allowlist, exact restarts on a change, held sockets,
@@ -32,13 +33,14 @@ STOP_MARGIN = 5  # seconds the kubelet adds to shutdown_timeout before SIGKILL
 def embedded_deployment(
     loaded: LoadedStack,
     plan: ExportPlan,
-    model: str,
+    model: str | None,
     options: KubernetesOptions,
     prefix: str,
     env_secret: Mapping[str, str],
     report: Report,
 ) -> dict[str, object]:
-    """The Deployment of one model run by supervise itself."""
+    """The Deployment of one model run by supervise itself (None: a stack without
+    models, whose global units it runs)."""
     stack_file = f"{options.workdir.rstrip('/')}/{loaded.file.name}"
     env, reachable = http_environment(loaded)
     if not reachable:
@@ -52,7 +54,7 @@ def embedded_deployment(
     container: dict[str, object] = {
         "name": "supervise",
         "image": options.image,
-        "command": ["supervise", "run", "-c", stack_file, "--model", model],
+        "command": ["supervise", "run", "-c", stack_file, *(["--model", model] if model else [])],
         "workingDir": options.workdir,
         "env": [{"name": k, "value": v} for k, v in env.items()],
     }

@@ -135,6 +135,8 @@ def _report_unit(
 
 def report_embedded(plan: ExportPlan, report: Report) -> None:
     """What embedded mode changes: only where keys come from and where globals run."""
+    if not plan.models:
+        return  # one Pod runs the whole stack, as `supervise run` would
     report.add(
         "stack",
         "model keys",
