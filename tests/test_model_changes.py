@@ -183,3 +183,48 @@ inject = ["SIGNATURE"]
         assert bad.returncode == 2 and "key '1BAD' is invalid" in bad.stderr
     finally:
         assert run.stop() == 0
+
+
+def test_a_reload_whose_oneshot_publishes_a_key_that_breaks_a_server_is_rolled_back(
+    tmp_path: Path,
+) -> None:
+    """The reload counterpart: the file changes what init publishes; the server that
+    failed on the new SIGNATURE failed its model after `reload` had answered 0."""
+    stack = write_stack(tmp_path, PUBLISHING)
+    run = Run(stack)
+    try:
+        run.event("alpha/srv", "running", ready=True)
+        stack.write_text(PUBLISHING.replace('MARKET = "us"', 'MARKET = "eu"'))
+        result = cli("reload", "-c", str(stack))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "rolled back: alpha/srv failed: srv: eu not supported" in result.stdout
+        client = client_of(stack)
+        wait_until(
+            lambda: (
+                client.status()["models"]["alpha"]["state"] == "running"
+                and all(u["ready"] for u in client.status()["units"] if u["unit"] == "alpha/srv")
+            ),
+            "model alpha running on the previous file",
+        )
+        srv = next(u for u in client.status()["units"] if u["unit"] == "alpha/srv")
+        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "us-sig"
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_reload_whose_oneshot_publishes_a_key_restarts_and_reports_the_servers(
+    tmp_path: Path,
+) -> None:
+    text = PUBLISHING.replace("eu-sig", "never-sig")
+    stack = write_stack(tmp_path, text)
+    run = Run(stack)
+    try:
+        run.event("alpha/srv", "running", ready=True)
+        stack.write_text(text.replace('MARKET = "us"', 'MARKET = "eu"'))
+        result = cli("reload", "-c", str(stack))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "alpha/init" in result.stdout and "alpha/srv" in result.stdout, result.stdout
+        srv = next(u for u in client_of(stack).status()["units"] if u["unit"] == "alpha/srv")
+        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "eu-sig"
+    finally:
+        assert run.stop() == 0

@@ -34,6 +34,7 @@ from supervisor.runtime.changes import (
     Affected,
     Changes,
     affected,
+    follow_publishes,
     restart_and_wait,
     what_happened,
 )
@@ -169,11 +170,12 @@ class Reloader:
             finally:
                 sv.ports.unreserve()
             marked = self._mark(adoption.domains)
-            failed = await self._settle(adoption, timeout)
+            failed, also = await self._settle(adoption, timeout)
+            restarted = [r.name for r in adoption.targets.restart]
             result = ReloadResult(
                 tuple(r.name for r in (*adoption.added, *adoption.targets.watch)),
                 adoption.removed,
-                tuple(r.name for r in adoption.targets.restart),
+                (*restarted, *(n for n in also if n not in restarted)),
                 failed,
             )
             if failed:
@@ -234,11 +236,24 @@ class Reloader:
 
     async def _settle(
         self, adoption: Adoption, timeout: float, why: str = "the stack file changed"
-    ) -> dict[str, str]:
-        """Start and restart what the adoption asks; {unit: reason} for failures."""
+    ) -> tuple[dict[str, str], tuple[str, ...]]:
+        """Start and restart what the adoption asks, then what the keys its oneshots
+        published re-render (as a `set` does); {unit: reason} for failures, and the
+        units restarted for those keys."""
         sv = self.sv
+        deadline = anyio.current_time() + timeout
+        touched = (*adoption.added, *adoption.targets.restart, *adoption.targets.watch)
+        models = sorted({r.model for r in touched if r.model is not None})
+        applied = {model: sv.keys.keys(model) for model in models}
         started = sv.start_units(adoption.added)
-        return await restart_and_wait(sv, adoption.targets, timeout, why, started)
+        failed = await restart_and_wait(sv, adoption.targets, timeout, why, started)
+        also: tuple[str, ...] = ()
+        for model in models:
+            if failed or model not in sv.domains:
+                continue
+            failed, more = await follow_publishes(sv, model, applied[model], deadline)
+            also += more
+        return failed, also
 
     def _plan(
         self, loaded: LoadedStack, launched: list[str]
