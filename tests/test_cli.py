@@ -60,6 +60,7 @@ EXIT_CODES = [
     (("set", "alpha"), 2, "set needs KEY=VALUE or --unset KEY"),
     (("set", "alpha", "A=1", "--unset", "A"), 2, "A is both set and unset"),
     (("set", "alpha", "--unset", "NOPE"), 0, "nothing changed: model alpha has no key NOPE"),
+    (("set", "alpha", "--unset", "SIGNATURE"), 0, "SIGNATURE is the stack file's ([models.alpha]"),
     (("launch", "alpha"), 1, "already running"),
     (("launch", "../x"), 2, "model name '../x' is invalid"),
     (("drop", "nope"), 1, "unknown model 'nope'"),

@@ -212,12 +212,22 @@ class LiveConfig:
         except InvalidValue as exc:
             raise ControlError("invalid", str(exc)) from exc
         current = self.sv.keys.keys(model)
-        no_op = all(current.get(k) == v for k, v in keys.items()) and not set(unset) & set(current)
+        layers = self.sv.keys.snapshot(model)
+        removable = {*layers.api, *layers.published}  # the file's keys stay with the file
+        no_op = all(current.get(k) == v for k, v in keys.items()) and not set(unset) & removable
         if no_op and self.changes.idle(model):
             absent = [key for key in unset if key not in current]
-            message = "nothing changed"
+            kept = [key for key in unset if key in current]
+            reasons = []
             if absent:
-                message += f": model {model} has no key {', '.join(absent)}"
+                reasons.append(f"model {model} has no key {', '.join(absent)}")
+            if kept:
+                reasons.append(
+                    f"{', '.join(kept)} {'is' if len(kept) == 1 else 'are'} the stack file's "
+                    f"([models.{model}] in {self.sv.loaded.file}); --unset removes only what "
+                    "`set` or a publish gave"
+                )
+            message = "nothing changed" + (": " + "; ".join(reasons) if reasons else "")
             return ChangeResult(model, message=message)
         change = Change(dict(keys), tuple(unset), rollback, timeout)
         self.changes.submit(model, change)
