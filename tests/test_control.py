@@ -567,13 +567,18 @@ def test_a_follower_that_went_away_frees_its_connection_even_if_its_unit_prints_
     followers: list[subprocess.Popen[str]] = []
     try:
         run.event("quiet", "running", ready=True)
-        followers = [
-            cli_started("logs", "quiet", "-f", "--no-events", "-c", str(path)) for _ in range(2)
-        ]
-        busy = wait_until(
-            lambda: cli("status", "-c", str(path)).returncode == 1, "both followers connected"
-        )
-        assert busy
+        follow = ("logs", "quiet", "-f", "--no-events", "-c", str(path))
+        followers = [cli_started(*follow) for _ in range(2)]
+
+        def both_connected() -> bool:
+            for index, follower in enumerate(followers):
+                if follower.poll() is not None:  # turned away: a probe held the other slot
+                    follower.communicate()
+                    followers[index] = cli_started(*follow)
+                    return False
+            return cli("status", "-c", str(path)).returncode == 1  # busy: both slots taken
+
+        assert wait_until(both_connected, "both followers connected", interval=0.2)
         for follower in followers:
             follower.send_signal(signal.SIGINT)
             follower.communicate(timeout=10)
