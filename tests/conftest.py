@@ -111,6 +111,9 @@ def orphan_net(monkeypatch: pytest.MonkeyPatch, cgroup: tracking.Tracker | None)
         return list(found.values())
 
     yield token
+    from tests.helpers import close_started_commands
+
+    close_started_commands()
     deadline = time.monotonic() + SETTLE_SECONDS
     left = survivors()
     while left and time.monotonic() < deadline:

@@ -49,16 +49,38 @@ def cli(
     )
 
 
+# Commands `cli_started` started in the running test; its teardown closes their pipes,
+# so a test that fails before `communicate` leaves no unclosed file to a later test.
+STARTED_COMMANDS: list[subprocess.Popen[str]] = []
+
+
 def cli_started(*args: str) -> subprocess.Popen[str]:
     """Start a `supervise` command and return at once (its output piped, as text); the
     caller ends it with `communicate` or kills it."""
-    return subprocess.Popen(
+    command = subprocess.Popen(
         [PY, "-m", "supervisor", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    STARTED_COMMANDS.append(command)
+    return command
+
+
+def close_started_commands() -> None:
+    """Kill (by pid) what is still running of the commands started, and close their pipes."""
+    while STARTED_COMMANDS:
+        command = STARTED_COMMANDS.pop()
+        if command.poll() is None:
+            command.kill()
+        try:
+            command.communicate(timeout=10)  # reads what is left and closes both pipes
+        except subprocess.TimeoutExpired:  # a descendant holds a pipe open: close ours
+            for pipe in (command.stdout, command.stderr):
+                if pipe is not None:
+                    pipe.close()
+            command.wait()
 
 
 def wait_until(

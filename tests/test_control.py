@@ -587,7 +587,7 @@ def test_a_follower_that_went_away_frees_its_connection_even_if_its_unit_prints_
         for follower in followers:
             if follower.poll() is None:
                 follower.kill()
-                follower.communicate()
+            follower.communicate()
         assert run.stop() == 0
 
 
