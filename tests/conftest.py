@@ -16,7 +16,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import psutil
@@ -113,7 +113,13 @@ def orphan_net(monkeypatch: pytest.MonkeyPatch, cgroup: tracking.Tracker | None)
     yield token
     from tests.helpers import close_started_commands
 
-    close_started_commands()
+    try:
+        _fail_on_survivors(survivors)
+    finally:
+        close_started_commands()  # their pipes, also of those the net just killed
+
+
+def _fail_on_survivors(survivors: Callable[[], list[psutil.Process]]) -> None:
     deadline = time.monotonic() + SETTLE_SECONDS
     left = survivors()
     while left and time.monotonic() < deadline:
