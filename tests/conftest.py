@@ -129,12 +129,21 @@ def _fail_on_survivors(survivors: Callable[[], list[psutil.Process]]) -> None:
     if not left:
         return
     described = []
+    guards = []
     for proc in left:
         try:
-            described.append(f"pid {proc.pid} {' '.join(proc.cmdline())[:120]}")
-            proc.send_signal(signal.SIGKILL)
+            command = " ".join(proc.cmdline())
+            described.append(f"pid {proc.pid} {command[:120]}")
+            if "guard.sh" in command:
+                guards.append(proc)  # let it end its units and remove the runtime dir
+            else:
+                proc.send_signal(signal.SIGKILL)
         except psutil.Error:
             continue
+    _, stubborn = psutil.wait_procs(guards, timeout=SETTLE_SECONDS)
+    for proc in stubborn:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(left, timeout=5)
     _reap_own_zombies()
     pytest.fail(
