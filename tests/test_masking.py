@@ -107,7 +107,6 @@ inject = ["API_KEY"]
         run.wait_for(lambda r: "connecting with" in r.get("line", ""), "a line")
         mark = len(run.records)
         assert cli("set", "alpha", "API_KEY=sk-second-33334444", *c).returncode == 0
-        run.event("alpha/bot", "running", ready=True, after=mark)
         newer = run.event("alpha/bot", "running", ready=True, after=mark)["ts"]
         run.wait_for(lambda r: "connecting" in r.get("line", "") and r["ts"] > newer, "new key")
         logs = cli("logs", "alpha/bot", "-n", "500", "--no-events", *c).stdout

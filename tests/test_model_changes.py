@@ -20,6 +20,16 @@ def client_of(stack: Path) -> Client:
     return Client(str(stack.parent / ".supervise" / "control.sock"))
 
 
+def ready_pid(client: Client, unit: str) -> int | None:
+    """The pid of `unit` if it is running and ready."""
+    status = client.status(unit)
+    return int(status["pid"]) if status["state"] == "running" and status["ready"] else None
+
+
+def model_state(client: Client, model: str) -> str:
+    return str(client.status()["models"][model]["state"])
+
+
 REFUSE_EU = "if [ $SIGNATURE = eu-sig ]; then echo 'srv: eu not supported' >&2; exit 78; fi"
 PUBLISHING = f"""
 [models.alpha]
@@ -57,15 +67,8 @@ def test_a_set_whose_oneshot_publishes_a_key_that_breaks_a_server_is_rolled_back
         keys = client.status()["models"]["alpha"]
         assert keys["state"] == "running"
         assert keys["keys"]["MARKET"] == "us" and keys["keys"]["SIGNATURE"] == "us-sig"
-        srv = wait_until(
-            lambda: next(
-                u
-                for u in client.status()["units"]
-                if u["unit"] == "alpha/srv" and u["state"] == "running" and u["ready"]
-            ),
-            "alpha/srv back on the previous keys",
-        )
-        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "us-sig"
+        pid = wait_until(lambda: ready_pid(client, "alpha/srv"), "alpha/srv back, ready")
+        assert environ_of(pid)["SIGNATURE"] == "us-sig"
     finally:
         assert run.stop() == 0
 
@@ -80,9 +83,9 @@ def test_a_set_whose_oneshot_publishes_a_key_waits_for_the_servers_it_restarts(
         result = cli("set", "alpha", "MARKET=eu", "-c", str(stack))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "alpha/srv" in result.stdout  # restarted by the change, and waited for
-        srv = next(u for u in client_of(stack).status()["units"] if u["unit"] == "alpha/srv")
-        assert srv["state"] == "running" and srv["ready"]
-        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "eu-sig"
+        pid = ready_pid(client_of(stack), "alpha/srv")
+        assert pid is not None
+        assert environ_of(pid)["SIGNATURE"] == "eu-sig"
     finally:
         assert run.stop() == 0
 
@@ -114,13 +117,10 @@ ready = { log = "READY" }
         assert "failed too" not in result.stdout
         client = client_of(stack)
 
-        def back() -> bool:
-            status = client.status()
-            srv = next(u for u in status["units"] if u["unit"] == "alpha/srv")
-            alpha = status["models"]["alpha"]
-            return bool(srv["ready"]) and alpha["state"] == "running"
-
-        wait_until(back, "alpha/srv ready on DAY=1, model alpha running")
+        wait_until(
+            lambda: ready_pid(client, "alpha/srv") and model_state(client, "alpha") == "running",
+            "alpha/srv ready on DAY=1, model alpha running",
+        )
         assert client.status()["models"]["alpha"]["keys"]["DAY"] == "1"
     finally:
         assert run.stop() == 0
@@ -147,11 +147,11 @@ inject = ["DAY"]
         assert cli("reload", *c).returncode == 0
         stack.write_text(base)
         assert cli("reload", *c).returncode == 0
-        status = client_of(stack).status()
-        gamma = next(u for u in status["units"] if u["unit"] == "gamma/srv")
-        assert gamma["state"] == "running"
-        assert status["models"]["gamma"]["keys"]["DAY"] == "api"
-        assert environ_of(int(gamma["pid"]))["DAY"] == "api"
+        client = client_of(stack)
+        pid = ready_pid(client, "gamma/srv")
+        assert pid is not None
+        assert client.status()["models"]["gamma"]["keys"]["DAY"] == "api"
+        assert environ_of(pid)["DAY"] == "api"
     finally:
         assert run.stop() == 0
 
@@ -177,8 +177,9 @@ inject = ["SIGNATURE"]
         result = cli("set", "alpha", "--unset", "SIGNATURE", *c)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "changed: SIGNATURE" in result.stdout
-        srv = next(u for u in client_of(stack).status()["units"] if u["unit"] == "alpha/srv")
-        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "alpha-v1"
+        pid = ready_pid(client_of(stack), "alpha/srv")
+        assert pid is not None
+        assert environ_of(pid)["SIGNATURE"] == "alpha-v1"
         bad = cli("set", "alpha", "--unset", "1BAD", *c)
         assert bad.returncode == 2 and "key '1BAD' is invalid" in bad.stderr
     finally:
@@ -199,15 +200,11 @@ def test_a_reload_whose_oneshot_publishes_a_key_that_breaks_a_server_is_rolled_b
         assert result.returncode == 1, result.stdout + result.stderr
         assert "rolled back: alpha/srv failed: srv: eu not supported" in result.stdout
         client = client_of(stack)
-        wait_until(
-            lambda: (
-                client.status()["models"]["alpha"]["state"] == "running"
-                and all(u["ready"] for u in client.status()["units"] if u["unit"] == "alpha/srv")
-            ),
+        pid = wait_until(
+            lambda: model_state(client, "alpha") == "running" and ready_pid(client, "alpha/srv"),
             "model alpha running on the previous file",
         )
-        srv = next(u for u in client.status()["units"] if u["unit"] == "alpha/srv")
-        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "us-sig"
+        assert environ_of(pid)["SIGNATURE"] == "us-sig"
     finally:
         assert run.stop() == 0
 
@@ -224,7 +221,8 @@ def test_a_reload_whose_oneshot_publishes_a_key_restarts_and_reports_the_servers
         result = cli("reload", "-c", str(stack))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "alpha/init" in result.stdout and "alpha/srv" in result.stdout, result.stdout
-        srv = next(u for u in client_of(stack).status()["units"] if u["unit"] == "alpha/srv")
-        assert environ_of(int(srv["pid"]))["SIGNATURE"] == "eu-sig"
+        pid = ready_pid(client_of(stack), "alpha/srv")
+        assert pid is not None
+        assert environ_of(pid)["SIGNATURE"] == "eu-sig"
     finally:
         assert run.stop() == 0

@@ -18,6 +18,8 @@ import contextlib
 import os
 from pathlib import Path
 
+import psutil
+
 
 def _cgroup2_mount() -> Path | None:
     with open("/proc/self/mountinfo") as mounts:
@@ -46,19 +48,19 @@ def home() -> Path | None:
 
 
 def parent_of(pid: int) -> int | None:
+    """The parent of a live process; None once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
+        return psutil.Process(pid).ppid()
+    except psutil.Error:
         return None
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
 def is_zombie(pid: int) -> bool:
+    """A process that ended (reaped or not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return True  # gone
-    return stat[stat.rindex(b")") + 2 :].startswith(b"Z")
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 class Tracker:
